@@ -1,0 +1,67 @@
+"""The command line: the only place that reads argv and prints for humans.
+
+Every command is one module with ``add_arguments(parser)`` and ``run(args) -> int``; the table
+below is the registry. A :class:`~nas_prune.errors.UserError` becomes one line on stderr and
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import UserError
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "search": ("_search", "search widths around seed proposals; export the best (main job)"),
+    "propose": ("_propose", "propose a width vector with a seed method at a budget"),
+    "methods": ("_propose", "list the seed methods"),
+    "train": ("_arch", "train an architecture YAML from scratch on its data set"),
+    "flops": ("_arch", "FLOPs (multiply-accumulates) and params of an architecture or space"),
+    "build": ("_arch", "check an architecture YAML rebuilds; optional ONNX export"),
+    "spaces": ("_arch", "list the search spaces and model families"),
+    "worker": ("_search", "join an existing Optuna study and run its trials"),
+    "export": ("_search", "write best.yaml / top-K / Pareto front again from a run directory"),
+    "report": ("_report", "write report.md and report.html for a run directory"),
+    "rethink": ("_report", "Liu et al.'s comparison: unpruned, fine-tuned, Scratch-E, Scratch-B"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's own convention)
+        self.exit(2, f"nas-prune: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nas-prune", description="Channel pruning as architecture search: "
+                     "pruning criteria propose widths, candidates are trained from scratch.")
+    from .._meta import __version__
+
+    parser.add_argument("--version", action="version", version=f"nas-prune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod = importlib.import_module(f"{__name__}.{module}")
+        getattr(mod, f"add_{name}_arguments")(p)
+        p.set_defaults(_run=getattr(mod, f"run_{name}"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"nas-prune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nas-prune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Commands on single architectures: train, flops, build, spaces."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .._yaml import read_yaml
+from ..errors import UserError
+from ..families import FAMILIES
+from ..widths import ArchSpec, SearchSpace, available_spaces
+from ._common import add_config_arguments, emit_json, human, resolve_config, table
+
+
+def load_arch_or_space(path: str) -> tuple[ArchSpec, SearchSpace | None]:
+    """An architecture YAML, or a search space (its base widths) by path or name."""
+    p = Path(path)
+    if p.is_file():
+        data = read_yaml(p, what="architecture or space")
+        if "widths" in data:
+            return ArchSpec.from_dict(data, where=str(p)), None
+        space = SearchSpace.from_dict(data, name=p.stem)
+    else:
+        space = SearchSpace.load(path)
+    return space.spec(space.base_widths(), provenance={"source": f"space {space.name}"}), space
+
+
+# ---- flops ---------------------------------------------------------------------------------
+def add_flops_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("arch", help="architecture YAML, search space YAML, or space name")
+    p.add_argument("--json", action="store_true", help="print JSON with keys flops and params")
+
+
+def run_flops(args: argparse.Namespace) -> int:
+    spec, space = load_arch_or_space(args.arch)
+    out = {"flops": spec.flops, "params": spec.params}
+    if space is not None:
+        fmin, pmin = space.count(space.min_widths())
+        out.update({"min_flops": fmin, "min_params": pmin})
+    if args.json:
+        emit_json(out)
+        return 0
+    what = f"space {space.name} (base widths)" if space else args.arch
+    print(f"{what}: {spec.family} {spec.family_args}, input {spec.input.to_dict()}")
+    print(f"  FLOPs  {spec.flops:,} ({human(spec.flops)} multiply-accumulates, conv + linear, "
+          f"one image; papers counting 2 x MAC report twice this)")
+    print(f"  params {spec.params:,} ({human(spec.params)})")
+    if space is not None:
+        print(f"  smallest network in the space: {out['min_flops'] / spec.flops:.2%} of the "
+              f"FLOPs, {out['min_params'] / spec.params:.2%} of the params")
+    return 0
+
+
+# ---- build ---------------------------------------------------------------------------------
+def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("arch", help="architecture YAML")
+    p.add_argument("--onnx", metavar="OUT", help="also export the (untrained) model to ONNX")
+    p.add_argument("--weights", metavar="PT", help="state dict to load before the ONNX export")
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..export import export_onnx, load_weights
+
+    spec = ArchSpec.load(args.arch)
+    model = spec.build()
+    if args.weights:
+        load_weights(model, args.weights)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"{args.arch}: rebuilt {spec.family} with {len(spec.widths)} width groups; "
+          f"{spec.flops:,} FLOPs, {n:,} params (recorded: {spec.params:,}) - OK")
+    if args.onnx:
+        export_onnx(model, spec, args.onnx)
+        print(f"wrote {args.onnx}")
+    return 0
+
+
+# ---- spaces --------------------------------------------------------------------------------
+def add_spaces_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+
+
+def run_spaces(args: argparse.Namespace) -> int:
+    rows, out = [], []
+    for name in available_spaces():
+        s = SearchSpace.load(name)
+        f, p = s.count(s.base_widths())
+        args_ = ", ".join(f"{k}={v}" for k, v in s.family.arguments().items())
+        rows.append([name, f"{s.family.name}({args_})", len(s.group_names), s.divisor,
+                     human(f), human(p), s.dataset or "-"])
+        out.append({"name": name, "family": s.family.name, "groups": len(s.group_names),
+                    "flops": f, "params": p, "dataset": s.dataset})
+    if args.json:
+        emit_json({"spaces": out, "families": list(FAMILIES)})
+        return 0
+    print(table(rows, ["space", "family", "groups", "divisor", "FLOPs(MAC)", "params",
+                       "dataset"]))
+    print(f"\nfamilies: {', '.join(FAMILIES)}")
+    return 0
+
+
+# ---- train ---------------------------------------------------------------------------------
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("arch", help="architecture YAML (or a search space: its base widths)")
+    add_config_arguments(p)
+    p.add_argument("--epochs", type=int, help="epochs (default: train.epochs; scratch-b scales "
+                   "them by base/candidate FLOPs when the space is known)")
+    p.add_argument("--out", help="output folder (default: next to the YAML, NAME.trained/)")
+    p.add_argument("--test", action="store_true", help="also score on the test split")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..scratch import train_spec
+
+    cfg = resolve_config(args)
+    spec, _ = load_arch_or_space(args.arch)
+    out = Path(args.out) if args.out else Path(args.arch).with_suffix(".trained")
+    result, spec_out = train_spec(spec, cfg, epochs=args.epochs, evaluate_test=args.test,
+                                  out_dir=out, progress=None)
+    if result.status != "ok":
+        raise UserError(f"training {args.arch}: {result.status} ({result.reason})")
+    print(f"trained {args.arch}: {result.epochs_run} epochs in {result.wall_time:.1f}s "
+          f"({result.images_per_s:.0f} images/s); val acc {result.val_acc_final:.4f}"
+          + (f", test acc {result.test_acc:.4f}" if result.test_acc is not None else ""))
+    print(f"wrote {out / 'model.yaml'} and {out / 'model.pt'}")
+    return 0

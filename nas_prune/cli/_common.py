@@ -1,0 +1,61 @@
+"""Options and printing shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+
+from ..config import Config, load_config
+from ..train import resolve_device
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="config YAML or a name in configs/ (default: default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set search.n_trials=4 (repeatable)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: config's device)")
+    p.add_argument("--seed", type=int, help="random seed (default: config's random_seed)")
+
+
+def resolve_config(args: argparse.Namespace, **extra: Any) -> Config:
+    extra.setdefault("device", getattr(args, "device", None))
+    extra.setdefault("random_seed", getattr(args, "seed", None))
+    return load_config(args.config, args.overrides, **extra)
+
+
+def device_of(cfg: Config) -> torch.device:
+    dev = resolve_device(cfg.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    return dev
+
+
+def table(rows: list[list[Any]], headers: list[str]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                       enumerate(zip(r, widths, strict=True))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def human(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+def emit_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")

@@ -1,0 +1,50 @@
+"""Weights and ONNX for exported architectures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .widths import ArchSpec
+
+
+def save_weights(model: nn.Module, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state dict with ``weights_only=True``; a mismatch is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise UserError(f"weights {path}: do not fit this architecture ({type(exc).__name__}); "
+                        f"use the .pt written beside the YAML") from None
+    return model
+
+
+def export_onnx(model: nn.Module, spec: ArchSpec, path: str | Path) -> Path:
+    """ONNX export with a dynamic batch dimension (needs the ``onnx`` extra)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UserError("--onnx: the onnx package is missing; pip install 'nas-prune[onnx]'"
+                        ) from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s = spec.input
+    x = torch.zeros(2, s.channels, s.size, s.size)
+    model = model.cpu().eval()
+    torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                      dynamo=False)
+    return path

@@ -1,0 +1,88 @@
+"""Train an architecture from scratch under a config: the unit of work of every trial.
+
+Resolves the epoch budget (Scratch-E / Scratch-B against the space's base FLOPs), checks that the
+data set fits the architecture's input, builds the model under the seed and trains it. Data sets
+are loaded once per process and device (:func:`data_for`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, save_config, to_dict
+from .data import DataConfig, Splits, load_data
+from .errors import UserError
+from .train import TrainResult, budget_epochs, resolve_device, train
+from .widths import ArchSpec, SearchSpace
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_data(cfg: DataConfig, device: str) -> Splits:
+    return load_data(cfg, device=device)
+
+
+def data_for(cfg: DataConfig, device: torch.device | str, spec: ArchSpec | None = None) -> Splits:
+    """The data set on ``device`` (loaded once per process); checked against the architecture."""
+    data = _cached_data(cfg, str(device))
+    if spec is not None and data.input_shape != spec.input:
+        raise UserError(f"data.name: {cfg.name} gives {data.input_shape.to_dict()} but the "
+                        f"architecture expects {spec.input.to_dict()}; choose the matching "
+                        f"data set or search space")
+    return data
+
+
+def base_flops_of(spec: ArchSpec) -> int | None:
+    """FLOPs of the full-width network the architecture was cut from (None when unknown)."""
+    if spec.space:
+        try:
+            space = SearchSpace.load(spec.space)
+        except UserError:
+            space = None
+        if space is not None and space.family.arguments() == spec.family_args:
+            return space.base_cost("flops")
+    return int(spec.provenance.get("base_flops", 0)) or None
+
+
+def epochs_for(spec: ArchSpec, cfg: Config, epochs: int | None = None) -> int:
+    """Epochs for this architecture under the config's budget rule."""
+    tc = cfg.train if epochs is None else dataclasses.replace(cfg.train, epochs=int(epochs))
+    base = base_flops_of(spec)
+    if base is None:
+        return tc.epochs
+    return budget_epochs(tc, base_flops=base, flops=spec.flops)
+
+
+def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: int | None = None,
+               device: torch.device | str | None = None, evaluate_test: bool = False,
+               on_epoch=None, out_dir: str | Path | None = None, progress: bool | None = False,
+               exact_epochs: bool = False) -> tuple[TrainResult, ArchSpec]:
+    """Build ``spec`` under ``seed`` and train it from scratch; optionally save model + YAML.
+
+    ``epochs`` are base epochs that the budget rule scales (``exact_epochs``: used as given).
+    """
+    device = resolve_device(device or cfg.device)
+    seed = cfg.random_seed if seed is None else seed
+    data = data_for(cfg.data, device, spec)
+    n_epochs = int(epochs) if exact_epochs and epochs else epochs_for(spec, cfg, epochs)
+    torch.manual_seed(seed)
+    model = spec.build()
+    result = train(model, data, cfg.train, epochs=n_epochs, seed=seed, device=device,
+                   on_epoch=on_epoch, evaluate_test=evaluate_test, progress=progress,
+                   desc=f"train {spec.flops / 1e6:.1f}M FLOPs")
+    metrics: dict[str, Any] = {k: v for k, v in result.metrics().items()}
+    metrics.update({"seed": seed, "device": str(device), "budget_rule": cfg.train.budget})
+    out = spec.with_metrics(**metrics)
+    out.provenance.setdefault("train_config", to_dict(cfg.train))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                   out_dir / "model.pt")
+        out.save(out_dir / "model.yaml")
+        save_config(cfg, out_dir / "config.yaml")
+    return result, out

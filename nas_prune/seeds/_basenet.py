@@ -1,0 +1,128 @@
+"""Base networks for seed methods: train with the method's regulariser, load, or reuse a cache.
+
+A trained base is cached under ``cache_dir`` keyed by everything that determines it (space,
+regulariser, data and training config, epochs, seed), so a second proposal does not retrain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import DataConfig, Splits
+from ..errors import UserError
+from ..train import TrainConfig, TrainResult, train
+from ..widths import SearchSpace
+from ._base import Proposal, SeedContext, SeedMethod
+
+
+@dataclass
+class ProposalRun:
+    """A proposal plus where its base network came from and how long each part took."""
+
+    proposal: Proposal
+    base_source: str  # trained | cached | checkpoint | none
+    base_train_s: float
+    propose_s: float
+    base_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def base_cache_key(method: SeedMethod, space: SearchSpace, data_cfg: DataConfig | None,
+                   train_cfg: TrainConfig, epochs: int, seed: int) -> str:
+    fam = space.family
+    blob = json.dumps({
+        "family": fam.name, "args": fam.arguments(), "input": fam.input_shape.to_dict(),
+        "base_widths": space.base_widths(), "regulariser": method.base_key(),
+        "data": dataclasses.asdict(data_cfg) if data_cfg else None,
+        "train": dataclasses.asdict(train_cfg), "epochs": epochs, "seed": seed,
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_state(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict saved by torch.save (``weights_only=True``); a mismatch is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"base checkpoint {path}: no such file; check --base-checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors vary by torch version
+        raise UserError(f"base checkpoint {path}: not a loadable state dict "
+                        f"({type(exc).__name__}); save it with torch.save(model.state_dict())"
+                        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise UserError(f"base checkpoint {path}: does not fit the base network of this space "
+                        f"({first[:160]})") from None
+
+
+def trained_base(method: SeedMethod, ctx: SeedContext, *, epochs: int,
+                 checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
+                 data_cfg: DataConfig | None = None,
+                 progress: bool | None = None) -> tuple[nn.Module, str, float, dict]:
+    """The method's base network, trained (or loaded), on ``ctx.device`` in eval mode.
+
+    Returns (model, source, seconds spent training, training metrics).
+    """
+    model = method.base_model(ctx.space)
+    if checkpoint is not None:
+        load_state(model, checkpoint)
+        return model.to(ctx.device).eval(), "checkpoint", 0.0, {}
+    path = None
+    if cache_dir is not None:
+        key = base_cache_key(method, ctx.space, data_cfg, ctx.train, epochs, ctx.seed)
+        path = Path(cache_dir) / f"base-{method.base_key()}-{key}.pt"
+        if path.is_file():
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            meta = path.with_suffix(".json")
+            info = json.loads(meta.read_text()) if meta.is_file() else {}
+            return model.to(ctx.device).eval(), "cached", 0.0, info
+    torch.manual_seed(ctx.seed)
+    model = method.base_model(ctx.space)  # rebuilt under the seed: same seed, same base
+    t0 = time.perf_counter()
+    result: TrainResult = train(model, _data_on(ctx.data, ctx.device), ctx.train, epochs=epochs,
+                                seed=ctx.seed, device=ctx.device, hooks=method.base_hooks(model),
+                                progress=progress, desc=f"base ({method.base_key()})")
+    seconds = time.perf_counter() - t0
+    if result.status == "diverged":
+        raise UserError(f"base network for {method.name} diverged ({result.reason}); lower "
+                        f"train.lr or the method's regulariser")
+    info = {"val_acc": result.val_acc_final, "epochs": epochs, "train_s": round(seconds, 2)}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        path.with_suffix(".json").write_text(json.dumps(info))
+    return model.eval(), "trained", seconds, info
+
+
+def _data_on(data: Splits, device: torch.device) -> Splits:
+    return data if data.device == device else data.to(device)
+
+
+def propose(method: SeedMethod, ctx: SeedContext, budget: float, *, base_epochs: int,
+            checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
+            data_cfg: DataConfig | None = None, progress: bool | None = None) -> ProposalRun:
+    """Get the base network (unless the method needs none) and ask for a proposal."""
+    from ._base import check_budget
+
+    check_budget(ctx.space, budget, ctx.metric)  # fail before any training
+    model, source, base_s, info = None, "none", 0.0, {}
+    if method.needs_base:
+        model, source, base_s, info = trained_base(method, ctx, epochs=base_epochs,
+                                                   checkpoint=checkpoint, cache_dir=cache_dir,
+                                                   data_cfg=data_cfg, progress=progress)
+    t0 = time.perf_counter()
+    proposal = method.propose(model, ctx, budget)
+    return ProposalRun(proposal, source, base_s, time.perf_counter() - t0, info)
