@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,23 @@ def read_yaml(path: str | Path, *, what: str = "file") -> dict[str, Any]:
     return data
 
 
+def plain(obj: Any) -> Any:
+    """Plain YAML/JSON-safe values: numpy/torch scalars, tuples, paths and str subclasses."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (bool, int, float)) or obj is None:
+        return obj
+    if isinstance(obj, (str, Path)):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    return obj
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    return yaml.safe_dump(plain(data), sort_keys=False, default_flow_style=None, width=100)
 
 
 def write_yaml(path: str | Path, data: Any) -> Path:

@@ -196,6 +196,7 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, epochs: int | Non
     try:
         for epoch in range(epochs):
             loss_sum = torch.zeros((), device=device)
+            total_sum = torch.zeros((), device=device)
             for x, y in batches(data.train, bs, shuffle=True, drop_last=True, generator=gen):
                 if data.crop_padding or data.hflip:
                     x = augment(x, padding=data.crop_padding, hflip=data.hflip, generator=gen)
@@ -212,6 +213,7 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, epochs: int | Non
                 opt.step()
                 sched.step()
                 loss_sum += loss.detach()
+                total_sum += total.detach()
                 seen += int(y.shape[0])
                 step += 1
                 if bar is not None:
@@ -219,7 +221,7 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, epochs: int | Non
             mean_loss = float(loss_sum.item()) / max(1, steps_per_epoch)
             result.epochs_run = epoch + 1
             result.train_loss.append(mean_loss)
-            if not math.isfinite(mean_loss):
+            if not (math.isfinite(mean_loss) and math.isfinite(float(total_sum.item()))):
                 result.status, result.reason = "diverged", f"non-finite loss in epoch {epoch + 1}"
                 break
             hooks.on_epoch_end(model, epoch)

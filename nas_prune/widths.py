@@ -20,7 +20,7 @@ from torch import nn
 
 from . import flops as _flops
 from ._meta import REPO_ROOT, code_version
-from ._yaml import read_yaml, write_yaml
+from ._yaml import plain, read_yaml, write_yaml
 from .errors import UserError
 from .families import Family, InputShape, Widths, get_family
 
@@ -240,8 +240,8 @@ class ArchSpec:
             "flops": int(self.flops),
             "params": int(self.params),
             "flops_convention": "multiply-accumulates of conv and linear layers, one image",
-            "metrics": _plain(self.metrics),
-            "provenance": _plain(self.provenance),
+            "metrics": plain(self.metrics),
+            "provenance": plain(self.provenance),
         }
 
     @classmethod
@@ -284,19 +284,6 @@ class ArchSpec:
         new = copy.deepcopy(self)
         new.metrics.update(metrics)
         return new
-
-
-def _plain(obj: Any) -> Any:
-    """Convert numpy/torch scalars and tuples into plain YAML-safe values."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def load_spec(path_or_dict: str | Path | Mapping[str, Any] | ArchSpec) -> ArchSpec:

@@ -1,0 +1,88 @@
+"""The architecture commands (flops, build, spaces, train) and one-line user errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from nas_prune import build_model
+from nas_prune.cli import main
+
+from .conftest import tiny_overrides
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_flops_json_of_space_and_arch(tmp_path, capsys, tiny_vgg_space):
+    code, out, _ = run_cli(["flops", "vgg16_cifar", "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["flops"] == 313_463_808 and data["params"] == 14_987_722
+    arch = tiny_vgg_space.spec(tiny_vgg_space.min_widths()).save(tmp_path / "a.yaml")
+    code, out, _ = run_cli(["flops", arch, "--json"], capsys)
+    assert code == 0 and json.loads(out)["flops"] == tiny_vgg_space.cost(tiny_vgg_space.min_widths())
+
+
+def test_spaces_lists_every_space(capsys):
+    code, out, _ = run_cli(["spaces", "--json"], capsys)
+    names = {s["name"] for s in json.loads(out)["spaces"]}
+    assert code == 0 and {"vgg16_cifar", "vgg19_cifar", "resnet56_cifar", "resnet110_cifar",
+                          "vgg_small_fmnist"} <= names
+
+
+def test_build_and_onnx(tmp_path, capsys, tiny_resnet_space):
+    pytest.importorskip("onnx")
+    arch = tiny_resnet_space.spec(tiny_resnet_space.base_widths()).save(tmp_path / "r.yaml")
+    code, out, _ = run_cli(["build", arch, "--onnx", tmp_path / "r.onnx"], capsys)
+    assert code == 0 and "OK" in out and (tmp_path / "r.onnx").stat().st_size > 1000
+
+
+def test_train_command_on_synthetic(tmp_path, capsys, tiny_space_file):
+    sets = [x for s in tiny_overrides(tiny_space_file) for x in ("--set", s)]
+    out_dir = tmp_path / "trained"
+    code, out, err = run_cli(["train", tiny_space_file, *sets, "--set", "train.epochs=2",
+                              "--out", out_dir, "--test"], capsys)
+    assert code == 0, err
+    assert "val acc" in out and (out_dir / "model.pt").is_file()
+    spec = yaml.safe_load((out_dir / "model.yaml").read_text())
+    assert spec["metrics"]["status"] == "ok" and spec["metrics"]["test_acc"] is not None
+    assert (out_dir / "config.yaml").is_file()
+    build_model(out_dir / "model.yaml")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--set", "search.n_trails=3"], "config.search.n_trails: unknown key"),
+    (["--set", "train.lr=fast"], "config.train.lr: expected float"),
+    (["--set", "data.name=imagenet"], "data.name: unknown dataset 'imagenet'"),
+])
+def test_bad_config_is_one_line_exit_2(tmp_path, capsys, tiny_space_file, args, fragment):
+    arch = tmp_path / "a.yaml"
+    code, _, err = run_cli(["train", tiny_space_file, *args, "--out", arch.parent / "o"], capsys)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_malformed_yaml_config(tmp_path, capsys, tiny_space_file):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [0.1\n")
+    code, _, err = run_cli(["train", tiny_space_file, "--config", bad], capsys)
+    assert code == 2 and "not valid YAML" in err and "line" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_user_error_in_a_subprocess_has_no_traceback(tmp_path):
+    bad = tmp_path / "arch.yaml"
+    bad.write_text("family: vgg\ninput: {channels: 1, size: 8, classes: 2}\nwidths: {conv1: 3}\n")
+    proc = subprocess.run([sys.executable, "-m", "nas_prune.cli", "build", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("nas-prune: error:") and "widths.conv2: missing" \
+        in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
