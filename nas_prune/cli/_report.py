@@ -1,21 +1,88 @@
-"""Placeholder until these commands land."""
+"""``nas-prune report`` (plots and tables of a run directory) and ``nas-prune rethink`` (Liu et
+al.'s unpruned / fine-tuned / Scratch-E / Scratch-B comparison for one seed method)."""
 
 from __future__ import annotations
 
+import argparse
+import shlex
+
 from ..errors import UserError
+from ._common import add_config_arguments, resolve_config, table
 
 
-def add_report_arguments(p):
-    p.add_argument("rest", nargs="*")
+# ---- report --------------------------------------------------------------------------------
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN", help="run directory a search wrote")
 
 
-def run_report(args):
-    raise UserError("report: not implemented yet")
+def run_report(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    md = write_report(args.run_dir)
+    print(f"wrote {md} and {md.with_suffix('.html')}")
+    return 0
 
 
-def add_rethink_arguments(p):
-    p.add_argument("rest", nargs="*")
+# ---- rethink -------------------------------------------------------------------------------
+def add_rethink_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed-method", required=True, metavar="M",
+                   help="one seed method (see 'nas-prune methods'), e.g. l1norm or uniform")
+    p.add_argument("--budget", type=float, required=True, metavar="B",
+                   help="target ratio of the base cost (seed_method.metric), e.g. 0.5")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="seeds per row, from the config's random_seed on (default 3)")
+    p.add_argument("--base-epochs", type=int, metavar="E",
+                   help="epochs of the unpruned/base networks and of Scratch-E "
+                        "(default train.epochs)")
+    p.add_argument("--finetune-epochs", type=int, metavar="E",
+                   help="fine-tuning epochs (default a quarter of the base epochs, at least 1; "
+                        "Liu et al.: 40 after 160)")
+    p.add_argument("--finetune-lr", type=float, default=0.001, metavar="LR",
+                   help="constant fine-tuning learning rate (default 0.001, Liu et al.)")
+    p.add_argument("--cut-by", choices=("auto", "scores", "l1norm"), default="auto",
+                   help="which channels the Fine-tuned row keeps: the method's scores, filter "
+                        "L1 norms, or auto (scores; l1norm for methods without a base network)")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="output folder (default runs/rethink-METHOD-BUDGET)")
+    add_config_arguments(p)
 
 
-def run_rethink(args):
-    raise UserError("rethink: not implemented yet")
+def _command(args: argparse.Namespace) -> str:
+    parts = ["nas-prune", "rethink", "--seed-method", args.seed_method,
+             "--budget", f"{args.budget:g}", "--seeds", str(args.seeds)]
+    for flag in ("base_epochs", "finetune_epochs", "run_dir", "config", "device", "seed"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.finetune_lr != 0.001:
+        parts += ["--finetune-lr", f"{args.finetune_lr:g}"]
+    if args.cut_by != "auto":
+        parts += ["--cut-by", args.cut_by]
+    for item in args.overrides:
+        parts += ["--set", item]
+    return shlex.join(parts)
+
+
+def run_rethink(args: argparse.Namespace) -> int:
+    from .. import rethink
+    from ..seeds import parse_methods
+
+    methods = parse_methods(args.seed_method)
+    if len(methods) != 1:
+        raise UserError("--seed-method: rethink compares one method at a time; give one name")
+    cfg = resolve_config(args)
+    plan = rethink.RethinkPlan(method=methods[0], budget=args.budget, seeds=args.seeds,
+                       base_epochs=args.base_epochs, finetune_epochs=args.finetune_epochs,
+                       finetune_lr=args.finetune_lr, cut_by=args.cut_by)
+    run_dir = args.run_dir or f"runs/rethink-{plan.method}-{plan.budget:g}"
+    result = rethink.run_rethink(cfg, plan, run_dir, command=_command(args), progress=None,
+                     log=lambda msg: print(msg, flush=True))
+    rec = result.record
+    print()
+    print(f"{rec['seed_method']} at {rec['budget']:g} of the base {rec['metric']}, "
+          f"{rec['dataset']} / {rec['space']}, n={rec['n_seeds']} seed(s); test accuracy "
+          f"mean ± sample std; FLOPs = multiply-accumulates")
+    print(table(rethink.table_rows(rec), rethink.TABLE_HEADERS))
+    print(f"\nwall time {rec['wall_time']:.1f}s; wrote {result.markdown}, {result.json}, "
+          f"{result.plot} and {result.arch}")
+    return 0
