@@ -17,6 +17,8 @@ Lifecycle, as called by :func:`nas_prune.seeds.propose`:
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -266,10 +268,67 @@ def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int,
         widths[g] = w_new
     cost = space.cost(widths, metric)
     if abs(cost - target) > tolerance * target:
+        widths = _closest_walk(space, widths, target, metric, tolerance)
+        cost = space.cost(widths, metric)
+    if abs(cost - target) > tolerance * target:
+        widths = _nearest_feasible(space, widths, target, metric, tolerance) or widths
+        cost = space.cost(widths, metric)
+    if abs(cost - target) > tolerance * target:
         raise UserError(f"budget: cannot land within {tolerance:.0%} of {target} {metric} on the "
                         f"divisor grid of space {space.name} (closest: {cost}); use a finer "
                         f"divisor or another budget")
     return widths
+
+
+def _closest_walk(space: SearchSpace, widths: Mapping[str, int], target: int, metric: str,
+                  tolerance: float) -> Widths:
+    """Fallback for coarse grids: move one or two groups by one grid step each, whichever lands
+    closest to the target, until within tolerance or no move helps. On small networks a single
+    step of one group can jump over the whole tolerance band where a pair of opposite steps fits.
+    """
+    widths = dict(widths)
+    names = list(widths)
+
+    def steps(g: str) -> list[int]:
+        grid = space.grid(g)
+        i = grid.index(widths[g])
+        return [grid[j] for j in (i - 1, i + 1) if 0 <= j < len(grid)]
+
+    cost = space.cost(widths, metric)
+    for _ in range(4 * len(names)):
+        if abs(cost - target) <= tolerance * target:
+            break
+        moves = [{g: v} for g in names for v in steps(g)]
+        if len(names) <= 64:
+            moves += [{a: va, b: vb} for i, a in enumerate(names) for b in names[i + 1:]
+                      for va in steps(a) for vb in steps(b)]
+        best = min(((m, space.cost({**widths, **m}, metric)) for m in moves),
+                   key=lambda mc: abs(mc[1] - target), default=None)
+        if best is None or abs(best[1] - target) >= abs(cost - target):
+            break
+        widths.update(best[0])
+        cost = best[1]
+    return widths
+
+
+def _nearest_feasible(space: SearchSpace, widths: Mapping[str, int], target: int, metric: str,
+                      tolerance: float, limit: int = 20_000) -> Widths | None:
+    """Last resort for tiny spaces (at most ``limit`` width vectors): of every vector within
+    tolerance, the one nearest to ``widths`` in log-width distance; None when the space is larger
+    or nothing fits.
+    """
+    names = list(widths)
+    grids = [space.grid(g) for g in names]
+    if math.prod(len(g) for g in grids) > limit:
+        return None
+    best, best_d = None, math.inf
+    for combo in itertools.product(*grids):
+        cand = dict(zip(names, combo, strict=True))
+        if abs(space.cost(cand, metric) - target) <= tolerance * target:
+            d = sum(abs(math.log(cand[g] / widths[g])) for g in names)
+            if d < best_d:
+                best, best_d = cand, d
+    return best
 
 
 def uniform_widths(space: SearchSpace, budget: float, metric: str = "flops") -> Widths:
