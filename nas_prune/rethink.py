@@ -184,7 +184,7 @@ def run_rethink(cfg: Config, plan: RethinkPlan, run_dir: str | Path, *,
     device = resolve_device(cfg.device)
     base_spec = space.spec(space.base_widths(), provenance={"source": f"space {space.name}"})
     data = data_for(cfg.data, device, base_spec)
-    if method.base_key() != "plain":
+    if method.base_key(space) != "plain":
         _check_cuttable(method, space)
     epochs = plan.base_epochs or cfg.train.epochs
     ft_epochs = plan.finetune_epochs or max(1, epochs // 4)
@@ -211,7 +211,7 @@ def run_rethink(cfg: Config, plan: RethinkPlan, run_dir: str | Path, *,
                     evaluate_test=True, progress=progress, desc=f"unpruned seed {seed}")
         runs.append(_run_entry("Unpruned", seed, res, epochs, base_spec.flops, base_spec.params))
         log(f"{tag} Unpruned: {_acc(res.test_acc)} test, {epochs} epochs, {res.wall_time:.1f}s")
-        if method.base_key() == "plain":
+        if method.base_key(space) == "plain":
             if res.status == "diverged":
                 raise UserError(f"the unpruned network diverged for seed {seed} "
                                 f"({res.reason}); lower train.lr")

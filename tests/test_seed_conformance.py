@@ -23,8 +23,8 @@ def bench(tmp_path_factory) -> suite.SeedBench:
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_metadata(name):
-    suite.check_metadata(SEED_METHODS[name])
+def test_metadata(name, bench):
+    suite.check_metadata(SEED_METHODS[name], bench.space("vgg"))
 
 
 @pytest.mark.parametrize("family", suite.FAMILIES)

@@ -127,10 +127,11 @@ def test_slimming_lambda_by_family_and_in_base_key():
     assert default_sparsity(vgg) == 1e-4 and default_sparsity(resnet) == 1e-5
     auto, set_ = Slimming(), Slimming({"sparsity": 1e-3})
     for space, lam in ((vgg, 1e-4), (resnet, 1e-5)):
-        assert auto.base_hooks(auto.base_model(space)).sparsity == lam
-        assert set_.base_hooks(set_.base_model(space)).sparsity == 1e-3
-    keys = {auto.base_key(), set_.base_key(), Slimming({"sparsity": 1e-5}).base_key(), "plain"}
-    assert len(keys) == 4 and "0.001" in set_.base_key()
+        assert auto.base_hooks(auto.base_model(space), space).sparsity == lam
+        assert set_.base_hooks(set_.base_model(space), space).sparsity == 1e-3
+    keys = {auto.base_key(vgg), auto.base_key(resnet), set_.base_key(vgg), "plain"}
+    assert len(keys) == 4 and "0.001" in set_.base_key(resnet)
+    assert Slimming({"sparsity": 1e-5}).base_key(vgg) == auto.base_key(resnet)
     with pytest.raises(UserError, match="sparsity"):
         Slimming({"sparsity": -1})
     with pytest.raises(UserError, match="aggregate"):
@@ -242,4 +243,4 @@ def test_autopruner_options_are_checked():
         AutoPruner({"keep_ratio": 1.5})
     with pytest.raises(UserError, match="allowed"):
         AutoPruner({"alpha": 3})
-    assert AutoPruner().base_key() == "plain"
+    assert AutoPruner().base_key(space_of("vgg", VGG_TINY)) == "plain"

@@ -1,21 +1,142 @@
-"""Placeholder until these commands land."""
+"""Commands ``methods`` (list the seed methods) and ``propose`` (one proposal as an ArchSpec YAML).
+
+``propose`` resolves the config, loads the space and the data, gets the method's base network
+(trained with its regulariser, taken from the run directory's cache, or loaded from
+``--base-checkpoint``), asks the method for a width vector at the budget, prints it group by group
+and writes it as an architecture YAML that ``nas-prune flops/build/train`` accept.
+"""
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..config import to_dict
 from ..errors import UserError
+from ..widths import SearchSpace
+from ._common import add_config_arguments, device_of, emit_json, human, resolve_config, table
 
 
-def add_propose_arguments(p):
-    p.add_argument("rest", nargs="*")
+# ---- methods -------------------------------------------------------------------------------
+def add_methods_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON: one object per method")
 
 
-def run_propose(args):
-    raise UserError("propose: not implemented yet")
+def run_methods(args: argparse.Namespace) -> int:
+    from ..seeds import PRUNING_METHODS, SEED_METHODS
+
+    rows, out = [], []
+    for name, cls in SEED_METHODS.items():
+        kind = "criterion" if name in PRUNING_METHODS else "baseline"
+        rows.append([name, kind, cls.paper, cls.summary])
+        out.append({"name": name, "kind": kind, "paper": cls.paper, "summary": cls.summary,
+                    "groups": cls.groups_note, "limitations": cls.limitations,
+                    "needs_base": cls.needs_base})
+    if args.json:
+        emit_json({"methods": out})
+        return 0
+    w_name = max(len(r[0]) for r in rows)
+    w_kind = max(len(r[1]) for r in rows)
+    print(f"{'method'.ljust(w_name)}  {'kind'.ljust(w_kind)}  paper / summary")
+    print(f"{'-' * w_name}  {'-' * w_kind}  {'-' * 40}")
+    for name, kind, paper, summary in rows:
+        print(f"{name.ljust(w_name)}  {kind.ljust(w_kind)}  {paper}")
+        print(f"{''.ljust(w_name)}  {''.ljust(w_kind)}  {summary}")
+    print("\nresidual / multi-layer width groups:")
+    for m in out:
+        print(f"  {m['name']}: {m['groups']}")
+    print("\nlimitations:")
+    for m in out:
+        print(f"  {m['name']}: {m['limitations'] or 'none noted'}")
+    print("\n'all' on the command line means: " + ", ".join(PRUNING_METHODS))
+    return 0
 
 
-def add_methods_arguments(p):
-    p.add_argument("rest", nargs="*")
+# ---- propose -------------------------------------------------------------------------------
+def add_propose_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed-method", "-m", help="a seed method (see 'nas-prune methods'; default: "
+                   "seed_method.name of the config)")
+    p.add_argument("--budget", type=float, help="target ratio of the base cost, in (0, 1] "
+                   "(default: seed_method.budget)")
+    p.add_argument("--metric", choices=("flops", "params"),
+                   help="what the budget is a ratio of (default: seed_method.metric)")
+    add_config_arguments(p)
+    p.add_argument("--base-checkpoint", metavar="PT",
+                   help="state dict of a trained base network to use instead of training one")
+    p.add_argument("--base-epochs", type=int, help="epochs to train the base network "
+                   "(default: seed_method.base_epochs)")
+    p.add_argument("--run-dir", help="where base networks are cached and proposals written "
+                   "(default: the config's run_dir)")
+    p.add_argument("--out", metavar="YAML",
+                   help="proposal path (default: RUN_DIR/proposals/METHOD-BUDGET.yaml)")
 
 
-def run_methods(args):
-    raise UserError("methods: not implemented yet")
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    sm = {k: v for k, v in (("name", args.seed_method), ("budget", args.budget),
+                            ("metric", args.metric), ("base_epochs", args.base_epochs),
+                            ("base_checkpoint", args.base_checkpoint)) if v is not None}
+    extra: dict[str, Any] = {"seed_method": sm or None, "run_dir": args.run_dir}
+    return extra
+
+
+def run_propose(args: argparse.Namespace) -> int:
+    from ..scratch import data_for
+    from ..seeds import SEED_METHODS, SeedContext, get_method, propose
+
+    cfg = resolve_config(args, **_overrides(args))
+    sm = cfg.seed_method
+    if sm.name not in SEED_METHODS:
+        raise UserError(f"--seed-method: {sm.name!r} is not one seed method; choose one of "
+                        f"{', '.join(SEED_METHODS)} (the search command takes lists and 'all')")
+    space = SearchSpace.load(cfg.space)
+    device = device_of(cfg)
+    data = data_for(cfg.data, device)
+    if data.input_shape != space.family.input_shape:
+        raise UserError(f"data.name: {cfg.data.name} gives {data.input_shape.to_dict()} but space "
+                        f"{space.name} expects {space.family.input_shape.to_dict()}; choose the "
+                        f"matching data set or space")
+    method = get_method(sm.name, sm.options.get(sm.name))
+    ctx = SeedContext(space=space, data=data, train=cfg.train, device=device,
+                      seed=cfg.random_seed, samples=sm.samples, metric=sm.metric)
+    run_dir = Path(cfg.run_dir)
+    run = propose(method, ctx, sm.budget, base_epochs=sm.base_epochs,
+                  checkpoint=sm.base_checkpoint, cache_dir=run_dir / "bases",
+                  data_cfg=cfg.data, progress=None)
+    prop = run.proposal
+
+    base_w = space.base_widths()
+    rows = [[g, base_w[g], w, w / base_w[g]] for g, w in prop.widths.items()]
+    print(f"{method.name} ({method.paper}) on space {space.name}, budget {sm.budget:g} of the "
+          f"base {sm.metric}, seed {cfg.random_seed}, device {device}")
+    print(table(rows, ["group", "base", "proposed", "keep_ratio"]))
+    f0, p0 = space.count(base_w)
+    f1, p1 = space.count(prop.widths)
+    print(f"\nFLOPs  {human(f0)} -> {human(f1)} ({f1 / f0:.2%}); multiply-accumulates of conv "
+          f"and linear layers, one image (papers counting 2 x MAC report twice this)")
+    print(f"params {human(p0)} -> {human(p1)} ({p1 / p0:.2%})")
+    print(f"achieved {prop.ratio:.4f} of the base {sm.metric} (budget {sm.budget:g}); "
+          f"knob {prop.knob}")
+    base_what = {"trained": f"trained for {sm.base_epochs} epochs",
+                 "cached": f"taken from the cache in {run_dir / 'bases'}",
+                 "checkpoint": f"loaded from {sm.base_checkpoint}",
+                 "none": "not needed"}[run.base_source]
+    val = run.base_metrics.get("val_acc")
+    print(f"base network: {base_what}" + (f", val acc {val:.4f}" if val is not None else ""))
+    print(f"time: base training {run.base_train_s:.1f}s, proposal {run.propose_s:.1f}s")
+
+    provenance = {
+        **prop.provenance(),
+        "base": {"source": run.base_source, "epochs": sm.base_epochs,
+                 "checkpoint": sm.base_checkpoint, "metrics": run.base_metrics},
+        "base_flops": f0, "base_params": p0,
+        "timings_s": {"base_training": round(run.base_train_s, 3),
+                      "proposal": round(run.propose_s, 3)},
+        "seed": cfg.random_seed, "device": str(device), "config": to_dict(cfg),
+    }
+    spec = space.spec(prop.widths, provenance=provenance)
+    out = Path(args.out) if args.out else \
+        run_dir / "proposals" / f"{method.name}-{sm.budget:g}.yaml"
+    spec.save(out)
+    print(f"wrote {out}")
+    return 0

@@ -9,8 +9,8 @@ Lifecycle, as called by :func:`nas_prune.seeds.propose`:
 
 1. ``base_model(space)`` builds the network the base training runs on (a family model, or one with
    extra modules such as AutoPruner's gates);
-2. ``base_hooks(model)`` gives the regulariser used while training it (Slimming's sparsity);
-   ``base_key()`` names that regulariser so trained bases are cached and shared between methods;
+2. ``base_hooks(model, space)`` gives the regulariser used while training it (Slimming's sparsity);
+   ``base_key(space)`` names that regulariser so trained bases are cached and shared between methods;
 3. ``propose(model, ctx, budget)`` returns a :class:`Proposal`.
 """
 
@@ -114,14 +114,14 @@ class SeedMethod(ABC):
                             f"{sorted(options or {})}; allowed: {allowed}") from None
 
     # -- base network ---------------------------------------------------------------------
-    def base_key(self) -> str:
+    def base_key(self, space: SearchSpace) -> str:
         """Identifies the base training (model + regulariser): equal keys share a cached base."""
         return "plain"
 
     def base_model(self, space: SearchSpace) -> nn.Module:
         return space.family.build(space.base_widths())
 
-    def base_hooks(self, model: nn.Module) -> TrainHooks | None:
+    def base_hooks(self, model: nn.Module, space: SearchSpace) -> TrainHooks | None:
         return None
 
     # -- proposal -------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def base_cache_key(method: SeedMethod, space: SearchSpace, data_cfg: DataConfig 
     fam = space.family
     blob = json.dumps({
         "family": fam.name, "args": fam.arguments(), "input": fam.input_shape.to_dict(),
-        "base_widths": space.base_widths(), "regulariser": method.base_key(),
+        "base_widths": space.base_widths(), "regulariser": method.base_key(space),
         "data": dataclasses.asdict(data_cfg) if data_cfg else None,
         "train": dataclasses.asdict(train_cfg), "epochs": epochs, "seed": seed,
     }, sort_keys=True, default=str)
@@ -83,7 +83,7 @@ def trained_base(method: SeedMethod, ctx: SeedContext, *, epochs: int,
     path = None
     if cache_dir is not None:
         key = base_cache_key(method, ctx.space, data_cfg, ctx.train, epochs, ctx.seed)
-        path = Path(cache_dir) / f"base-{method.base_key()}-{key}.pt"
+        path = Path(cache_dir) / f"base-{method.base_key(ctx.space)}-{key}.pt"
         if path.is_file():
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             meta = path.with_suffix(".json")
@@ -93,8 +93,8 @@ def trained_base(method: SeedMethod, ctx: SeedContext, *, epochs: int,
     model = method.base_model(ctx.space)  # rebuilt under the seed: same seed, same base
     t0 = time.perf_counter()
     result: TrainResult = train(model, _data_on(ctx.data, ctx.device), ctx.train, epochs=epochs,
-                                seed=ctx.seed, device=ctx.device, hooks=method.base_hooks(model),
-                                progress=progress, desc=f"base ({method.base_key()})")
+                                seed=ctx.seed, device=ctx.device, hooks=method.base_hooks(model, ctx.space),
+                                progress=progress, desc=f"base ({method.base_key(ctx.space)})")
     seconds = time.perf_counter() - t0
     if result.status == "diverged":
         raise UserError(f"base network for {method.name} diverged ({result.reason}); lower "

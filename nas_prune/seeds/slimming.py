@@ -26,7 +26,6 @@ score in ``|gamma|`` units, comparable with single-BN groups under the one globa
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -121,38 +120,18 @@ class Slimming(SeedMethod):
                 raise UserError(f"seed_method.options.slimming.aggregate: {self.aggregate!r}; "
                                 f"choose one of {', '.join(AGGREGATES)}")
 
-    def __init__(self, options: Mapping | None = None) -> None:
-        super().__init__(options)
-        # lambda resolved per built base model (the family decides the default)
-        self._sparsity_of: weakref.WeakKeyDictionary[nn.Module, float] = \
-            weakref.WeakKeyDictionary()
-
     def sparsity_for(self, space: SearchSpace) -> float:
         """Lambda used for ``space``: the option when set, else the paper's value by family."""
         s = self.options.sparsity
         return float(s) if s is not None else default_sparsity(space)
 
     # -- base network ---------------------------------------------------------------------
-    def base_key(self) -> str:
-        # Unset, lambda follows the family (part of the cache key too): the key names the rule.
-        s = self.options.sparsity
-        if s is None:
-            return f"slimming-l1-{SPARSITY_PLAIN:g}-residual-{SPARSITY_RESIDUAL:g}"
-        return f"slimming-l1-{float(s):g}"
+    def base_key(self, space: SearchSpace) -> str:
+        return f"slimming-l1-{self.sparsity_for(space):g}"
 
-    def base_model(self, space: SearchSpace) -> nn.Module:
-        model = space.family.build(space.base_widths())
-        self._sparsity_of[model] = self.sparsity_for(space)
-        return model
-
-    def base_hooks(self, model: nn.Module) -> TrainHooks:
-        """The sparsity hook, with the lambda resolved when ``base_model`` built ``model``."""
-        if model in self._sparsity_of:
-            return SparsityHook(self._sparsity_of[model])
-        if self.options.sparsity is None:
-            raise ValueError("slimming: base_hooks needs a model built by base_model(space) "
-                             "(the default lambda depends on the family) or options.sparsity")
-        return SparsityHook(float(self.options.sparsity))
+    def base_hooks(self, model: nn.Module, space: SearchSpace) -> TrainHooks:
+        """The sparsity hook with the lambda for ``space`` (the option, else by family)."""
+        return SparsityHook(self.sparsity_for(space))
 
     # -- proposal -------------------------------------------------------------------------
     def scores(self, model: nn.Module, ctx: SeedContext) -> dict[str, torch.Tensor]:

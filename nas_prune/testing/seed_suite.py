@@ -127,7 +127,7 @@ class SeedBench:
 
 
 # ---- checks --------------------------------------------------------------------------------
-def check_metadata(cls: type[SeedMethod]) -> None:
+def check_metadata(cls: type[SeedMethod], space: SearchSpace) -> None:
     """Name, paper and a one-line summary; an ``Options`` frozen dataclass with defaults."""
     assert cls.name in SEED_METHODS and SEED_METHODS[cls.name] is cls
     for attr in ("paper", "summary", "groups_note"):
@@ -137,7 +137,7 @@ def check_metadata(cls: type[SeedMethod]) -> None:
     assert is_dataclass(cls.Options), f"{cls.name}.Options is not a dataclass"
     assert cls.Options.__dataclass_params__.frozen, f"{cls.name}.Options is not frozen"
     cls.Options()  # every knob has a default
-    assert isinstance(cls().base_key(), str) and cls().base_key()
+    assert isinstance(cls().base_key(space), str) and cls().base_key(space)
 
 
 def check_scores(proposal: Proposal, space: SearchSpace) -> None:
