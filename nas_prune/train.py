@@ -59,11 +59,16 @@ class TrainConfig:
 
 
 def budget_epochs(cfg: TrainConfig, *, base_flops: int, flops: int) -> int:
-    """Scratch-E: the base epochs. Scratch-B: int(epochs x base/candidate FLOPs), capped (2x)."""
+    """Scratch-E: the base epochs. Scratch-B: epochs x base/candidate FLOPs, capped (2x).
+
+    Liu et al. truncate (``int(160 * ratio)``); nas-prune rounds to the nearest epoch instead, so
+    that at short schedules a network at 50.4% of the FLOPs does not lose a whole epoch against
+    one at 49.9% (with 2 base epochs truncation gives 3 epochs against 4).
+    """
     if cfg.budget == "scratch-e" or flops <= 0:
         return cfg.epochs
     scale = min(cfg.max_budget_scale, max(1.0, base_flops / flops))
-    return max(cfg.epochs, int(cfg.epochs * scale))
+    return max(cfg.epochs, int(cfg.epochs * scale + 0.5))
 
 
 @dataclass

@@ -56,11 +56,11 @@ def test_rethink_writes_the_four_rows(tmp_path: Path) -> None:
     assert spec.flops == rec["pruned"][0]["flops"]
     assert abs(spec.flops / base_flops - 0.5) <= 0.01 * 0.5
     assert spec.flops < base_flops and spec.params < rec["unpruned"]["params"]
-    # epochs: base 2, fine-tuning max(1, 2 // 4), Scratch-B int(2 x base/pruned) capped at 2x
+    # epochs: base 2, fine-tuning max(1, 2 // 4), Scratch-B 2 x base/pruned rounded, capped at 2x
     by_row = {r["row"]: r for r in rec["rows"]}
     assert by_row["Unpruned"]["epochs"] == [2] and by_row["Scratch-E"]["epochs"] == [2]
     assert by_row["Fine-tuned"]["epochs"] == [1]
-    expected_b = max(2, int(2 * min(2.0, base_flops / spec.flops)))
+    expected_b = max(2, int(2 * min(2.0, base_flops / spec.flops) + 0.5))
     assert by_row["Scratch-B"]["epochs"] == [expected_b]
     assert by_row["Fine-tuned"]["flops"] == [spec.flops]
     assert rec["cut_by"] == "l1norm"  # uniform needs no base network: cut by filter norms

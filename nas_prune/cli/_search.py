@@ -1,29 +1,282 @@
-"""Placeholder until these commands land."""
+"""``nas-prune search``, ``worker`` and ``export``: the search and its run directory.
+
+Every line a human sees is printed here; the library reports through
+:class:`nas_prune.search.SearchEvents`.
+"""
 
 from __future__ import annotations
 
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 from ..errors import UserError
+from ..seeds import ProposalRun
+from ._common import add_config_arguments, human, resolve_config, table
 
 
-def add_search_arguments(p):
-    p.add_argument("rest", nargs="*")
+# ---- printing ------------------------------------------------------------------------------
+def _acc(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 
-def run_search(args):
-    raise UserError("search: not implemented yet")
+class Printer:
+    """SearchEvents that print one line per proposal, trial and final run."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stdout
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+    def proposal(self, name: str, run: ProposalRun, cost_ratio: float) -> None:
+        from ..search import widths_summary
+
+        p = run.proposal
+        base = {"none": "no base network", "cached": "cached base network",
+                "checkpoint": "base from checkpoint"}.get(
+            run.base_source, f"base trained in {run.base_train_s:.1f}s")
+        self._print(f"proposal {name:<10} {widths_summary(p.widths):<28} {p.metric} "
+                    f"{cost_ratio:.3f} of base ({base}, proposed in {run.propose_s:.2f}s)")
+
+    def trial(self, r) -> None:
+        from ..search import widths_summary
+
+        who = r.role if r.role == "search" else f"{r.role}"
+        start = f"{who}:{r.seed_method}" if r.seed_method and r.role != "uniform" else who
+        ratio = "-" if r.flops_ratio is None else f"{r.flops_ratio:.3f}"
+        epochs = f"{r.epochs}/{r.epochs_planned}" if r.epochs_planned else str(r.epochs)
+        line = (f"trial {r.number:>4}  {start:<18} {widths_summary(r.widths):<28} "
+                f"flops {ratio:>5}  val {_acc(r.val_acc)}  ep {epochs:>5}  "
+                f"{r.wall_time:6.1f}s  {r.state}")
+        if r.state != "COMPLETE" and r.reason:
+            line += f"  ({r.reason})"
+        self._print(line)
+
+    def final(self, name: str, seed: int, run: dict[str, Any]) -> None:
+        extra = "" if run["status"] == "ok" else f"  {run['status']}: {run['reason']}"
+        if run.get("reused"):
+            extra += "  (reused from an earlier run)"
+        self._print(f"final {name:<18} seed {seed}: test {_acc(run['test_acc'])}  val "
+                    f"{_acc(run['val_acc'])}  {run['epochs']} epochs  "
+                    f"{run['wall_time']:.1f}s{extra}")
 
 
-def add_worker_arguments(p):
-    p.add_argument("rest", nargs="*")
+def _quiet_optuna() -> None:
+    import optuna
+
+    # Our own line per trial replaces Optuna's; failures are in the trial lines with reasons.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-def run_worker(args):
-    raise UserError("worker: not implemented yet")
+def final_table(final: dict[str, Any]) -> str:
+    rows = []
+    for r in final["rows"]:
+        if r["test_mean"] is None:
+            test = "failed"
+        else:
+            test = f"{r['test_mean']:.4f} +- {r['test_std']:.4f}"
+        rows.append([r["name"], r["trial"] if r["trial"] is not None else "-", test, r["n"],
+                     human(r["flops"]), f"{r['flops_ratio']:.3f}", human(r["params"]),
+                     _acc(r["search_val_acc"])])
+    return table(rows, ["architecture", "trial", "test acc (mean +- std)", "n", "FLOPs",
+                        "ratio", "params", "search val"])
 
 
-def add_export_arguments(p):
-    p.add_argument("rest", nargs="*")
+def _report(run_dir: Path) -> Path | None:
+    try:
+        from ..report import write_report
+    except ImportError:
+        return None
+    return write_report(run_dir)
 
 
-def run_export(args):
-    raise UserError("export: not implemented yet")
+# ---- search --------------------------------------------------------------------------------
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--seed-method", help="seed method(s): one, a comma-separated list, or 'all' "
+                   "(default: config's seed_method.name)")
+    p.add_argument("--budget", type=float, help="target ratio of the base cost, e.g. 0.5")
+    p.add_argument("--metric", choices=("flops", "params"), help="what the budget limits")
+    p.add_argument("--run-dir", help="run directory (default: config's run_dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run directory's study without retraining finished trials "
+                        "(stop any workers first)")
+    p.add_argument("--backend", choices=("optuna", "ray"))
+    p.add_argument("--n-trials", type=int, help="total trials, the seed and uniform ones included")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--sampler", choices=("tpe", "cmaes", "random", "nsga2"))
+    p.add_argument("--early-stopping", choices=("median", "halving", "none"),
+                   help="stop weak trials early (Optuna pruners / Ray schedulers)")
+    p.add_argument("--objective", choices=("single", "multi"),
+                   help="single: accuracy at the budget; multi: accuracy and FLOPs (Pareto)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUN/study.db)")
+    p.add_argument("--study", dest="study_name", help="Optuna study name (default: run dir name)")
+    p.add_argument("--final-seeds", type=int, help="seeds for retraining best/seeds/uniform")
+    p.add_argument("--address", help="Ray: 'auto' or ray://HOST:PORT to join a cluster")
+    p.add_argument("--gpus-per-trial", type=float, help="Ray: GPUs per trial (fractions allowed)")
+    p.add_argument("--cpus-per-trial", type=float, help="Ray: CPUs per trial")
+    p.add_argument("--max-concurrent", type=int, help="Ray: trials running at once")
+
+
+_FLAGS = {"overrides": "--set", "study_name": "--study"}
+
+
+def command_line(name: str, args: argparse.Namespace) -> str:
+    """The command as typed, rebuilt from the parsed arguments (recorded in search.json)."""
+    words = ["nas-prune", name]
+    for key, value in vars(args).items():
+        if key.startswith("_") or key == "command" or value in (None, False, []):
+            continue
+        flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, list):
+            for v in value:
+                words += [flag, str(v)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _prune_none(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _prune_none(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def search_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return _prune_none({
+        "run_dir": args.run_dir,
+        "seed_method": {"name": args.seed_method, "budget": args.budget, "metric": args.metric},
+        "search": {"backend": args.backend, "n_trials": args.n_trials, "timeout": args.timeout,
+                   "sampler": args.sampler, "early_stopping": args.early_stopping,
+                   "objective": args.objective, "storage": args.storage,
+                   "study_name": args.study_name, "final_seeds": args.final_seeds,
+                   "ray": {"address": args.address, "gpus_per_trial": args.gpus_per_trial,
+                           "cpus_per_trial": args.cpus_per_trial,
+                           "max_concurrent": args.max_concurrent}},
+    })
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from ..search import run_search as search
+
+    extra = search_overrides(args)
+    if args.resume and not args.config:
+        # resume with the run's own config unless another one is given
+        run_dir = Path(args.run_dir or resolve_config(args, **extra).run_dir)
+        if (run_dir / "config.yaml").is_file():
+            args.config = str(run_dir / "config.yaml")
+    cfg = resolve_config(args, **extra)
+    _quiet_optuna()
+    out = Printer()
+    t0 = time.perf_counter()
+    command = command_line("search", args)
+    out.message(f"search: space {cfg.space}, seed method(s) {cfg.seed_method.name}, budget "
+                f"{cfg.seed_method.budget} of the base {cfg.seed_method.metric}, backend "
+                f"{cfg.search.backend}, {cfg.search.n_trials} trials, run dir {cfg.run_dir}")
+    result = search(cfg, run_dir=cfg.run_dir, resume=args.resume, command=command, events=out)
+    wall = time.perf_counter() - t0
+    counts = {k: v for k, v in _counts(result.records).items() if v}
+    out.message("")
+    out.message(f"trials: {', '.join(f'{k} {v}' for k, v in counts.items())}; wall time "
+                f"{wall:.1f}s")
+    if result.final is not None:
+        f = result.final
+        out.message(f"final: each architecture trained from scratch with {f['n_seeds']} "
+                    f"seed(s) ({f['base_epochs']} base epochs, {f['budget_rule']} of the "
+                    f"{f['epochs_of']}), scored on the test split; std over seeds (ddof=1); "
+                    f"FLOPs are multiply-accumulates")
+        out.message(final_table(result.final))
+    if result.best is None:
+        out.message("no trial completed: best.yaml was not written")
+    report = None
+    try:
+        report = _report(result.run_dir)
+    except Exception as exc:  # the search's results are already on disk
+        out.message(f"report: failed ({type(exc).__name__}: {exc}); run 'nas-prune report "
+                    f"{result.run_dir}' again later")
+    out.message("written:")
+    for path in [*result.paths, *([report] if report else [])]:
+        if path is not None and Path(path).exists():
+            out.message(f"  {path}")
+    return 0
+
+
+def _counts(records) -> dict[str, int]:
+    from ..search.records import state_counts
+
+    return state_counts(records)
+
+
+# ---- worker --------------------------------------------------------------------------------
+def add_worker_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", required=True, help="the study's storage URL (search.json)")
+    p.add_argument("--study", dest="study_name", help="study name (needed when the storage "
+                   "holds several)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the run's device)")
+    p.add_argument("--n-trials", type=int, help="run this many trials (default: until the "
+                   "study holds its total)")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from ..search import run_worker as worker
+
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UserError("--n-trials: must be >= 1")
+    _quiet_optuna()
+    out = Printer()
+    records = worker(args.storage, args.study_name, device=args.device, n_trials=args.n_trials,
+                     events=out)
+    counts = {k: v for k, v in _counts(records).items() if v}
+    out.message(f"study now holds: {', '.join(f'{k} {v}' for k, v in counts.items())}")
+    return 0
+
+
+# ---- export --------------------------------------------------------------------------------
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN", help="run directory of a search")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--top", type=int, metavar="K", help="also write the K best trials to "
+                       "RUN/top/")
+    group.add_argument("--pareto", action="store_true", help="also write the accuracy/FLOPs "
+                       "Pareto front to RUN/pareto/")
+    p.add_argument("--onnx", action="store_true", help="also write RUN/best.onnx from best.pt")
+    p.add_argument("--storage", help="storage URL, when search.json holds a masked one")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..search import export_run, widths_summary
+
+    if args.top is not None and args.top < 1:
+        raise UserError("--top: must be >= 1")
+    _quiet_optuna()
+    out = export_run(args.run_dir, top=args.top, pareto=args.pareto, onnx=args.onnx,
+                     storage=args.storage)
+    counts = {k: v for k, v in out["counts"].items() if v}
+    print(f"{args.run_dir}: {', '.join(f'{k} {v}' for k, v in counts.items()) or 'no trials'}")
+    best = out["best"]
+    if best is None:
+        print("no completed trial: best.yaml not written")
+    else:
+        note = "with the final test results" if out["final_matches"] else \
+            "without test results (final training has not run for it)"
+        print(f"best: trial {best.number} ({out['best_rule']}), {widths_summary(best.widths)}, "
+              f"FLOPs ratio {best.flops_ratio:.3f}, val {_acc(best.val_acc)}; {note}")
+    print("written:")
+    for path in out["paths"]:
+        print(f"  {path}")
+    return 0

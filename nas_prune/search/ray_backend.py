@@ -1,0 +1,366 @@
+"""The Ray Tune backend, for GPU machines and clusters.
+
+The same candidate space and sampler as the Optuna backend run inside Ray Tune:
+
+* ``OptunaSearch`` with the candidate space as a define-by-run function
+  (:meth:`CandidateSpace.suggest`), the configured Optuna sampler (seeded), and the seed and
+  uniform baselines as ``points_to_evaluate``, so they are the first trials.
+* Early stopping from per-epoch ``tune.report`` calls: ``halving`` is ASHA (asynchronous
+  successive halving), ``median`` is Ray's median stopping rule (the rule of Optuna's
+  MedianPruner), ``none`` a FIFO scheduler. Multi-objective searches are never stopped early.
+  Unlike the Optuna backend, Ray's schedulers may also stop a baseline trial; the final table
+  retrains the baselines anyway.
+* A function trainable with ``reuse_actors=True``: the data set is loaded once per worker process
+  (:func:`nas_prune.scratch.data_for` caches it) and never shipped; trials receive the config and
+  candidate space as one JSON string. ``tune.with_resources`` gives every trial
+  ``gpus_per_trial`` GPUs (fractions allowed, trials then share a device) and
+  ``cpus_per_trial`` CPUs; ``max_concurrent`` trials run at once.
+* Without ``search.ray.address`` a local Ray starts with its dashboard on
+  ``dashboard_host:dashboard_port``; with ``auto`` or ``ray://HOST:PORT`` it joins a cluster (on
+  which nas-prune must be installed) and reports that cluster's dashboard.
+* Results live under ``RUN/ray/tune`` (``RunConfig(storage_path=...)``); ``--resume`` continues
+  them with ``Tuner.restore``. A driver-side callback turns every finished trial into a
+  :class:`~nas_prune.search.records.TrialRecord` and rewrites ``RUN/trials.csv``/``.jsonl``.
+
+A rejected or failed trial tells the sampler an objective of 0 (no accuracy): it ranks below
+every trained candidate, as a pruned trial does in the Optuna backend. Its record keeps
+``val_acc`` empty. Ray is imported only in this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
+from .optuna_backend import make_sampler
+from .records import TrialRecord, read_json, read_records, write_records
+
+EXPERIMENT = "tune"
+METRIC = "objective"
+
+
+def experiment_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir).resolve() / "ray" / EXPERIMENT
+
+
+# ---- the trainable (runs in Ray worker processes) ------------------------------------------
+@functools.lru_cache(maxsize=2)
+def _setup_of(setup_json: str) -> SearchSetup:
+    return SearchSetup.from_dict(json.loads(setup_json))
+
+
+def run_trial(config: dict[str, Any], setup_json: str) -> None:
+    """One Ray trial: decode, train with per-epoch reports, report the outcome."""
+    import torch
+    from ray import tune
+
+    setup = _setup_of(setup_json)
+    torch.set_num_threads(max(1, int(setup.cfg.search.ray.cpus_per_trial)))
+    cspace = setup.cspace
+    cand = cspace.decode(config)
+    attrs = candidate_attrs(cand, setup)
+    if cand.widths is not None:
+        attrs["widths"] = json.dumps(cand.widths)
+    base = {k: v for k, v in attrs.items() if v is not None}
+    base.setdefault("cost_ratio", 1.0)
+    if cand.rejected:
+        tune.report({**base, METRIC: 0.0, "state": "REJECTED", "reason": cand.reason})
+        return
+    planned: dict[str, int] = {}
+
+    def on_epoch(epoch: int, acc: float) -> bool:
+        # The last epoch is reported with the outcome below, so a trial reports once per epoch.
+        if epoch + 1 < planned.get("n", 0):
+            tune.report({**base, METRIC: acc, "val_acc": acc, "epoch": epoch + 1,
+                         "epochs_planned": planned["n"], "state": "RUNNING"})
+        return False
+
+    planned["n"] = setup.epochs_for(cand.widths)
+    out = train_candidate(cand.widths, setup, role=cand.role, seed_method=cand.seed_method,
+                          on_epoch=on_epoch)
+    result = {**base, **{k: v for k, v in out.attrs().items() if v is not None},
+              "val_curve": json.dumps(out.val_curve), "state": out.state,
+              METRIC: out.val_acc if out.state == "COMPLETE" else 0.0}
+    tune.report(result)
+
+
+# ---- the driver ----------------------------------------------------------------------------
+def _trial_number(tag: str) -> int | None:
+    """Tune's experiment tag (and trial folder) carries the 1-based index of the trial."""
+    m = re.match(r"(\d+)(_|$)", tag)
+    return int(m.group(1)) - 1 if m else None
+
+
+def record_from_result(number: int, params: dict[str, Any], result: dict[str, Any], *,
+                       setup: SearchSetup, error: str | None = None,
+                       start: str | None = None, end: str | None = None) -> TrialRecord:
+    """A record from a Ray trial's last reported result (and its error, if it raised)."""
+    role, method = setup.cspace.role_of(params)
+    state = str(result.get("state", ""))
+    widths = result.get("widths")
+    widths = json.loads(widths) if isinstance(widths, str) else widths
+    curve = result.get("val_curve")
+    curve = json.loads(curve) if isinstance(curve, str) else list(curve or [])
+    reason = str(result.get("reason") or "")
+    epochs = int(result.get("epochs") or result.get("epoch") or 0)
+    planned = int(result.get("epochs_planned") or 0)
+    if error is not None:
+        state, reason = "FAIL", error
+    elif state == "RUNNING":  # the scheduler stopped it after an intermediate report
+        state = "PRUNED"
+        reason = f"early stopping after epoch {epochs} of {planned}"
+        curve = [float(result["val_acc"])] if "val_acc" in result else []
+    elif state not in ("COMPLETE", "FAIL", "REJECTED", "PRUNED"):
+        state, reason = "FAIL", reason or "interrupted: no result reported"
+    val_acc = result.get("val_acc") if state in ("COMPLETE", "PRUNED") else None
+    return TrialRecord(
+        number=number, state=state, role=role, seed_method=method,
+        widths=widths, flops=result.get("flops"), params=result.get("params"),
+        flops_ratio=result.get("flops_ratio"), val_acc=val_acc,
+        best_val_acc=result.get("best_val_acc", val_acc), val_curve=curve, epochs=epochs,
+        wall_time=float(result.get("wall_time") or result.get("time_total_s") or 0.0),
+        datetime_start=start, datetime_complete=end, reason=reason, backend="ray",
+        epochs_planned=planned, cost_ratio=result.get("cost_ratio"), scale=result.get("scale"),
+        trial_params=dict(params), worker=str(result.get("worker") or ""))
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat()
+
+
+def _make_callback(setup: SearchSetup, run_dir: Path,
+                   on_record: Callable[[TrialRecord], None] | None):
+    from ray.tune import Callback
+
+    class RecordCallback(Callback):
+        """Driver side: one record per finished trial; rewrites RUN/trials.csv and .jsonl."""
+
+        def __init__(self) -> None:
+            self.records = {r.number: r for r in read_records(run_dir)}
+            self.started: dict[str, str] = {}
+            self.numbers: dict[str, int] = {}
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = _now()
+
+        def _finish(self, trial, error: str | None) -> None:
+            number = _trial_number(str(getattr(trial, "experiment_tag", "")))
+            if number is None:
+                number = self.numbers.setdefault(trial.trial_id, len(self.numbers))
+            rec = record_from_result(number, dict(trial.config),
+                                     dict(trial.last_result or {}), setup=setup, error=error,
+                                     start=self.started.get(trial.trial_id), end=_now())
+            self.records[rec.number] = rec
+            write_records(run_dir, self.records.values())
+            if on_record is not None:
+                on_record(rec)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._finish(trial, None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._finish(trial, _error_line(trial))
+
+        def __reduce__(self):  # Tune pickles its run config; rebuilt fresh on restore
+            return (_NoopCallback, ())
+
+    return RecordCallback()
+
+
+class _NoopCallback:
+    """What a pickled record callback becomes: a no-op (the driver attaches a fresh one)."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("on_") or name in ("setup", "get_state", "set_state"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+
+def _error_line(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        lines = [x for x in Path(path).read_text().splitlines() if x.strip()]
+        if lines:
+            return f"Ray trial error: {lines[-1][:300]}"
+    return "Ray trial error (see the trial's error.txt under RUN/ray)"
+
+
+def init_ray(setup: SearchSetup) -> tuple[bool, str | None]:
+    """Start or join Ray; returns (started here, dashboard URL)."""
+    import ray
+
+    rc = setup.cfg.search.ray
+    if ray.is_initialized():
+        try:  # Ray keeps the URL of the running instance privately
+            from ray._private.worker import get_dashboard_url
+
+            return False, _dashboard_url(get_dashboard_url())
+        except Exception:
+            return False, None
+    try:
+        if rc.address:
+            ctx = ray.init(address=rc.address)
+        else:
+            ctx = ray.init(include_dashboard=True, dashboard_host=rc.dashboard_host,
+                           dashboard_port=rc.dashboard_port)
+    except ConnectionError as exc:
+        raise UserError(f"search.ray.address: cannot reach Ray at {rc.address!r} "
+                        f"({str(exc).splitlines()[0][:160]}); start the cluster or drop "
+                        f"--address to run locally") from None
+    return True, _dashboard_url(getattr(ctx, "dashboard_url", None))
+
+
+def _dashboard_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: int,
+            timeout: float | None = None,
+            on_record: Callable[[TrialRecord], None] | None = None,
+            on_message: Callable[[str], None] | None = None) -> list[TrialRecord]:
+    """Run (or resume) the search with Ray Tune; returns every trial's record."""
+    import ray
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    say = on_message or (lambda _msg: None)
+    run_dir = Path(run_dir).resolve()
+    cfg = setup.cfg
+    rc = cfg.search.ray
+    if rc.gpus_per_trial < 0 or rc.cpus_per_trial <= 0 or rc.max_concurrent < 1:
+        raise UserError("search.ray: gpus_per_trial >= 0, cpus_per_trial > 0 and "
+                        "max_concurrent >= 1 are needed")
+    if cfg.device.startswith("cuda"):
+        if rc.gpus_per_trial <= 0:
+            raise UserError(f"search.ray.gpus_per_trial: device {cfg.device} needs GPUs per "
+                            f"trial; set --gpus-per-trial (e.g. 1 or 0.5) or --device auto")
+        # Ray shows each trial only its own GPU(s): "cuda" is the one it was given
+        setup = dataclasses.replace(setup, cfg=dataclasses.replace(cfg, device="cuda"))
+        cfg = setup.cfg
+    if cfg.data.root:  # trials may run in another working directory
+        setup = dataclasses.replace(setup, cfg=dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, root=str(Path(cfg.data.root).resolve()))))
+    started, url = init_ray(setup)
+    say(f"Ray dashboard: {url}" if url else "Ray dashboard: not available")
+    try:
+        cspace = setup.cspace
+        multi = cspace.objective == "multi"
+        metric: str | list[str] = [METRIC, "cost_ratio"] if multi else METRIC
+        mode: str | list[str] = ["max", "min"] if multi else "max"
+        points = [p for p, _, _ in cspace.baseline_points()]
+        sampler = make_sampler(cfg.search.sampler, seed=cfg.random_seed,
+                               objective=cspace.objective, n_trials=n_trials,
+                               n_baselines=len(points))
+        searcher = OptunaSearch(space=cspace.suggest, metric=metric, mode=mode,
+                                points_to_evaluate=points, sampler=sampler)
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, setup_json=json.dumps(setup.to_dict())),
+            {"cpu": rc.cpus_per_trial, "gpu": rc.gpus_per_trial})
+        callback = _make_callback(setup, run_dir, on_record)
+        path = experiment_dir(run_dir)
+        if resume and tune.Tuner.can_restore(str(path)):
+            say(f"resuming the Ray Tune experiment in {path}")
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+            _attach(tuner, callback)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher, scheduler=_scheduler(setup, multi), num_samples=n_trials,
+                    max_concurrent_trials=rc.max_concurrent, time_budget_s=timeout,
+                    reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name=EXPERIMENT, storage_path=str(path.parent), callbacks=[callback],
+                    verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
+        t0 = time.monotonic()
+        tuner.fit()
+        records = sorted(callback.records.values(), key=lambda r: r.number)
+        timed_out = timeout is not None and time.monotonic() - t0 >= 0.99 * timeout
+        if len(records) < n_trials and not timed_out:
+            # Tune ends fit() quietly on Ctrl-C after saving its state; so do we
+            raise KeyboardInterrupt(f"Ray Tune stopped after {len(records)} of {n_trials} "
+                                    f"trials; continue with --resume")
+        return records
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _attach(tuner, callback) -> None:
+    """Put a fresh record callback on a restored Tuner (pickled callbacks become no-ops)."""
+    internal = getattr(tuner, "_local_tuner", None)  # Tuner has no public setter for this
+    if internal is None or not hasattr(internal, "get_run_config"):
+        raise UserError("--resume: this Ray version's restored Tuner has no run config to "
+                        "attach the trial records to; start a new run directory")
+    run_config = internal.get_run_config()
+    run_config.callbacks = [c for c in (run_config.callbacks or [])
+                            if not isinstance(c, _NoopCallback)] + [callback]
+
+
+def _scheduler(setup: SearchSetup, multi: bool):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    rule = setup.cfg.search.early_stopping
+    if multi or rule == "none":
+        return FIFOScheduler()
+    train = setup.cfg.train
+    max_t = max(train.epochs, int(train.epochs * train.max_budget_scale))
+    if rule == "halving":
+        return ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="max",
+                             max_t=max_t, grace_period=1)
+    if rule == "median":
+        return MedianStoppingRule(time_attr="training_iteration", metric=METRIC, mode="max",
+                                  grace_period=1, min_samples_required=3)
+    raise UserError(f"search.early_stopping: {rule!r}; choose median, halving or none")
+
+
+# ---- reading results back (export) ---------------------------------------------------------
+def collect_records(run_dir: str | Path, setup: SearchSetup) -> list[TrialRecord]:
+    """RUN/trials.jsonl, completed by any trial only Ray's result files know about."""
+    run_dir = Path(run_dir)
+    records = {r.number: r for r in read_records(run_dir)}
+    root = experiment_dir(run_dir)
+    if not root.is_dir():
+        return sorted(records.values(), key=lambda r: r.number)
+    for trial_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        result_file, params_file = trial_dir / "result.json", trial_dir / "params.json"
+        if not result_file.is_file() or not params_file.is_file():
+            continue
+        lines = [x for x in result_file.read_text().splitlines() if x.strip()]
+        if not lines:
+            continue
+        last = json.loads(lines[-1])
+        m = re.match(r".*?_[0-9a-f]{5,}_(\d+)_", trial_dir.name)
+        number = int(m.group(1)) - 1 if m else None
+        if number is None or number in records:
+            continue
+        error = None
+        if (trial_dir / "error.txt").is_file():
+            error = "Ray trial error (see error.txt)"
+        elif last.get("state") == "RUNNING" and not last.get("done", False):
+            error = "interrupted: the Ray run stopped during this trial"
+        start = end = None
+        if isinstance(last.get("timestamp"), (int, float)):
+            stamp = float(last["timestamp"])
+            end = _dt.datetime.fromtimestamp(stamp).isoformat()
+            start = _dt.datetime.fromtimestamp(stamp - float(last.get("time_total_s") or 0))
+            start = start.isoformat()
+        records[number] = record_from_result(number, read_json(params_file) or {}, last,
+                                             setup=setup, error=error, start=start, end=end)
+    return sorted(records.values(), key=lambda r: r.number)
+
+
+__all__ = ["collect_records", "experiment_dir", "init_ray", "run_ray", "run_trial",
+           "worker_name"]

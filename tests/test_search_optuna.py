@@ -1,0 +1,212 @@
+"""End-to-end searches with the Optuna backend on the tiny space (in-process, seconds each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+import nas_prune.scratch
+from nas_prune import build_model, load_spec
+from nas_prune.cli import main
+from nas_prune.search.records import CSV_FIELDS, read_json
+from nas_prune.seeds._base import check_budget
+from nas_prune.widths import SearchSpace
+
+from .test_search_common import read_csv, search, storage_of, tiny_space_file
+
+
+class TrainCounter:
+    """Wraps scratch.train_spec: counts search trainings, optionally raises on the k-th one."""
+
+    def __init__(self, monkeypatch, fail_on: int | None = None) -> None:
+        self.search_calls = 0
+        self.final_calls = 0
+        self.fail_on = fail_on
+        real = nas_prune.scratch.train_spec
+
+        def wrapped(spec, cfg, **kw):
+            if kw.get("evaluate_test"):
+                self.final_calls += 1
+            else:
+                self.search_calls += 1
+                if self.search_calls == self.fail_on:
+                    raise RuntimeError("injected failure: boom")
+            return real(spec, cfg, **kw)
+
+        monkeypatch.setattr(nas_prune.scratch, "train_spec", wrapped)
+
+
+def test_search_writes_the_run_directory_and_the_study(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert search(tmp_path, run, "--n-trials", "5", "--final-seeds", "2") == 0
+    out = capsys.readouterr().out
+    assert sum(line.startswith("trial ") for line in out.splitlines()) == 5
+    assert "test acc (mean +- std)" in out
+
+    # best.yaml rebuilds and meets the budget
+    space = SearchSpace.load(tiny_space_file(tmp_path))
+    target = check_budget(space, 0.5)
+    best = load_spec(run / "best.yaml")
+    model = build_model(run / "best.yaml")
+    assert sum(p.numel() for p in model.parameters()) == best.params
+    assert abs(best.flops - target) <= 0.05 * target
+    assert len(best.metrics["test_acc"]) == 2 and best.metrics["n_seeds"] == 2
+    assert best.provenance["config"]["search"]["n_trials"] == 5
+    assert best.provenance["seed_method"] in ("random", "uniform")
+    assert (run / "best.pt").is_file()
+
+    # trials.csv and the study hold every trial, the seed and uniform first
+    rows = read_csv(run)
+    assert [int(r["number"]) for r in rows] == list(range(5))
+    assert tuple(rows[0]) == CSV_FIELDS
+    proposals = {m: load_spec(run / "proposals" / f"{m}.yaml").widths
+                 for m in ("random", "uniform")}
+    assert (rows[0]["role"], rows[0]["seed_method"]) == ("seed", "random")
+    assert (rows[1]["role"], rows[1]["seed_method"]) == ("uniform", "uniform")
+    assert json.loads(rows[0]["widths"]) == proposals["random"]
+    assert json.loads(rows[1]["widths"]) == proposals["uniform"]
+    assert {r["role"] for r in rows[2:]} == {"search"}
+    study = optuna.load_study(study_name=None, storage=storage_of(run))
+    trials = study.get_trials()
+    assert len(trials) == 5
+    assert trials[0].params["start"] == "random"
+    assert all(v == 1.0 for k, v in trials[0].params.items() if k.startswith("m_"))
+    for t in trials:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            for key in ("widths", "flops", "params", "flops_ratio", "val_curve", "epochs",
+                        "wall_time", "seed_method", "role"):
+                assert key in t.user_attrs, key
+            assert t.value == t.user_attrs["val_acc"]
+    assert "nas_prune_setup" in study.user_attrs
+
+    # search.json and final.json
+    info = read_json(run / "search.json")
+    for key in ("command", "backend", "space", "seed_methods", "budget", "metric",
+                "base_flops", "base_params", "target_cost", "started", "finished",
+                "hardware", "versions", "study_name", "storage"):
+        assert key in info, key
+    assert info["finished"] is not None and info["target_cost"] == target
+    final = read_json(run / "final.json")
+    assert final["n_seeds"] == 2
+    assert [r["name"] for r in final["rows"]] == ["best", "seed:random", "uniform"]
+    assert all(len(r["test_acc"]) == 2 for r in final["rows"])
+
+    # export: top-K, Pareto front and ONNX from the stored study, no training
+    assert main(["export", str(run), "--top", "2", "--onnx"]) == 0
+    assert len(list((run / "top").glob("rank*-trial*.yaml"))) == 2
+    assert (run / "best.onnx").is_file()
+    assert main(["export", str(run), "--pareto"]) == 0
+    front = [load_spec(p) for p in sorted((run / "pareto").glob("*.yaml"))]
+    assert front and all(p.metrics["val_acc"] is not None for p in front)
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, monkeypatch,
+                                                            capsys) -> None:
+    counter = TrainCounter(monkeypatch, fail_on=3)
+    run = tmp_path / "run"
+    assert search(tmp_path, run, "--n-trials", "5") == 0
+    rows = read_csv(run)
+    assert len(rows) == 5
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert len(failed) == 1 and "boom" in failed[0]["reason"]
+    assert all(r["state"] in ("COMPLETE", "REJECTED") for r in rows if r is not failed[0])
+    study = optuna.load_study(study_name=None, storage=storage_of(run))
+    fail = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(fail) == 1 and "injected failure" in fail[0].user_attrs["fail_reason"]
+    assert counter.search_calls >= 3 and (run / "best.yaml").is_file()
+    assert "FAIL  (RuntimeError: injected failure: boom)" in capsys.readouterr().out
+
+
+def test_rejected_candidates_are_counted_and_never_trained(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    counter = TrainCounter(monkeypatch)
+    run = tmp_path / "run"
+    # a 0.3% tolerance on the coarse tiny grid: most projections cannot land
+    assert search(tmp_path, run, "--n-trials", "8", "--sampler", "random",
+                  extra=["search.tolerance=0.003"]) == 0
+    rows = read_csv(run)
+    rejected = [r for r in rows if r["state"] == "REJECTED"]
+    trained = [r for r in rows if r["state"] != "REJECTED"]
+    assert rejected, "expected some rejected candidates"
+    assert all("no common scale" in r["reason"] and r["val_acc"] == "" for r in rejected)
+    assert counter.search_calls == len(trained)
+    assert {r["role"] for r in rows[:2]} == {"seed", "uniform"}  # baselines are never rejected
+    info = read_json(run / "search.json")
+    assert info["state_counts"]["REJECTED"] == len(rejected)
+    study = optuna.load_study(study_name=None, storage=storage_of(run))
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) == len(rejected)
+    assert all(t.user_attrs["state_detail"] == "REJECTED" for t in pruned)
+
+
+def test_multi_objective_search_exports_a_pareto_front(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert search(tmp_path, run, "--n-trials", "5", "--objective", "multi") == 0
+    study = optuna.load_study(study_name=None, storage=storage_of(run))
+    assert len(study.directions) == 2
+    info = read_json(run / "search.json")
+    assert info["sampler"] == "nsga2" and info["early_stopping"] == "none"
+    front = sorted((run / "pareto").glob("trial*.yaml"))
+    assert front
+    specs = [load_spec(p) for p in front]
+    flops = [s.flops for s in specs]
+    accs = [s.metrics["val_acc"] for s in specs]
+    assert flops == sorted(flops)
+    # along the front, more FLOPs must buy strictly more accuracy
+    assert all(a2 > a1 for a1, a2 in zip(accs, accs[1:], strict=False))
+
+
+def test_a_second_run_in_the_same_directory_needs_resume(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert search(tmp_path, run, "--n-trials", "2") == 0
+    capsys.readouterr()
+    assert search(tmp_path, run, "--n-trials", "2") == 2
+    assert "--resume" in capsys.readouterr().err
+    # a finished study resumes without retraining its trials, and may grow; final runs of the
+    # baselines that already exist are reused
+    assert search(tmp_path, run, "--n-trials", "3", "--resume") == 0
+    assert len(read_csv(run)) == 3
+    out = capsys.readouterr().out
+    assert sum(line.startswith("trial ") for line in out.splitlines()) == 1
+    seed_row = [line for line in out.splitlines() if line.startswith("final seed:random")]
+    assert seed_row and all("(reused from an earlier run)" in line for line in seed_row)
+    # a changed search definition is refused on resume
+    assert search(tmp_path, run, "--resume", "--budget", "0.6") == 2
+    assert "seed_method.budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2"])
+def test_samplers_run(tmp_path: Path, sampler: str) -> None:
+    run = tmp_path / "run"
+    assert search(tmp_path, run, "--n-trials", "3", "--sampler", sampler,
+                  "--early-stopping", "halving") == 0
+    assert len(read_csv(run)) == 3
+
+
+def test_the_study_opens_in_optuna_dashboard(tmp_path: Path) -> None:
+    dashboard = pytest.importorskip("optuna_dashboard")
+    from wsgiref.util import setup_testing_defaults
+
+    run = tmp_path / "run"
+    assert search(tmp_path, run, "--n-trials", "2") == 0
+    app = dashboard.wsgi(storage_of(run))
+
+    def get(path: str) -> tuple[str, dict]:
+        env: dict = {}
+        setup_testing_defaults(env)
+        env.update(PATH_INFO=path, REQUEST_METHOD="GET")
+        status = {}
+        body = b"".join(app(env, lambda s, h, exc=None: status.setdefault("s", s)))
+        return status["s"], json.loads(body)
+
+    status, summaries = get("/api/studies")
+    assert status.startswith("200")
+    study_id = summaries["study_summaries"][0]["study_id"]
+    status, detail = get(f"/api/studies/{study_id}")
+    assert status.startswith("200") and len(detail["trials"]) == 2
+    keys = {a["key"] for a in detail["trials"][0]["user_attrs"]}
+    assert {"widths", "flops", "params", "flops_ratio", "val_curve", "epochs", "wall_time",
+            "seed_method", "role"} <= keys

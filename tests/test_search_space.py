@@ -1,0 +1,127 @@
+"""The candidate space: budget projection, rejections, exact baselines, serialisation."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+
+from nas_prune.search import CandidateSpace
+from nas_prune.search.space import KEEP, MULT, START, load_space_source
+from nas_prune.seeds import uniform_widths
+from nas_prune.seeds._base import check_budget
+from nas_prune.widths import SearchSpace
+
+from .test_search_common import TINY
+
+RESNET = {"family": "resnet_cifar", "args": {"depth": 8, "shortcut": "A"},
+          "input": {"channels": 1, "size": 12, "classes": 4}, "divisor": 2, "min_width": 2}
+
+
+def _cspace(data: dict | str, *, budget: float = 0.5, tolerance: float = 0.02,
+            extra_start=None, objective: str = "single") -> CandidateSpace:
+    if isinstance(data, str):  # a shipped space by name
+        data = load_space_source(data)[1]
+    space = SearchSpace.from_dict(data, name="t")
+    starts = {}
+    if extra_start is not None:
+        starts["other"] = extra_start(space)
+    starts["uniform"] = uniform_widths(space, budget)
+    return CandidateSpace(space, starts=starts, target=check_budget(space, budget),
+                          tolerance=tolerance, objective=objective,
+                          source={"name": "t", "data": data})
+
+
+def _random_params(cs: CandidateSpace, rng: random.Random) -> dict:
+    params = {START: rng.choice(list(cs.starts))}
+    params.update({f"{MULT}{g}": rng.uniform(cs.low, cs.high) for g in cs.groups})
+    return params
+
+
+@pytest.mark.parametrize("data,tolerance", [("vgg_small_fmnist", 0.02), (RESNET, 0.02),
+                                            (TINY, 0.02), (TINY, 0.05)])
+def test_projection_lands_every_candidate_within_tolerance(data, tolerance) -> None:
+    cs = _cspace(data, tolerance=tolerance)
+    rng = random.Random(0)
+    accepted = rejected = 0
+    for _ in range(300):
+        cand = cs.decode(_random_params(cs, rng))
+        if cand.rejected:
+            rejected += 1
+            assert cand.reason and cand.cost is None
+            continue
+        accepted += 1
+        assert cs.space.validate(cand.widths) == cand.widths  # on the grid, within bounds
+        cost = cs.space.cost(cand.widths)
+        assert cost == cand.cost
+        assert abs(cost - cs.target) <= tolerance * cs.target
+    assert accepted > 100
+    if data == "vgg_small_fmnist":
+        assert rejected == 0  # a fine grid: one common factor always lands
+
+
+def test_coarse_grid_rejects_some_candidates_with_a_reason() -> None:
+    cs = _cspace(TINY, tolerance=0.005)
+    rng = random.Random(1)
+    cands = [cs.decode(_random_params(cs, rng)) for _ in range(100)]
+    rejected = [c for c in cands if c.rejected]
+    assert rejected and len(rejected) < len(cands)
+    assert all("no common scale lands within" in c.reason for c in rejected)
+
+
+def test_impossible_budget_is_rejected_not_raised() -> None:
+    cs = _cspace(TINY)
+    # the target is far below the smallest network of the space
+    cs.target = cs.space.cost(cs.space.min_widths()) // 3
+    w, s, reason = cs.project(cs.starts["uniform"], {g: 1.0 for g in cs.groups})
+    assert w is None and s is None and "smallest widths" in reason
+
+
+def test_multipliers_of_one_keep_a_start_that_meets_the_budget() -> None:
+    cs = _cspace(RESNET)
+    w0 = cs.starts["uniform"]
+    widths, scale, _ = cs.project(w0, {g: 1.0 for g in cs.groups})
+    assert widths == w0 and scale == 1.0
+
+
+def test_baselines_decode_to_the_proposals_exactly_even_under_a_tight_tolerance() -> None:
+    def lopsided(space):  # a valid start that is not near the target at all
+        return {g: hi for g, (_, hi) in space.bounds.items()}
+
+    cs = _cspace(TINY, tolerance=0.001, extra_start=lopsided)
+    points = cs.baseline_points()
+    assert [(role, name) for _, role, name in points] == [("seed", "other"),
+                                                          ("uniform", "uniform")]
+    for params, role, name in points:
+        cand = cs.decode(params)
+        assert cand.widths == cs.starts[name] and cand.role == role
+        assert cand.seed_method == name
+    # the same multipliers on a search trial are projected (here: onto the budget)
+    search = dict(points[0][0])
+    search[f"{MULT}conv1"] = 1.0 + 1e-9
+    cand = cs.decode(search)
+    assert cand.role == "search"
+    assert cand.rejected or abs(cand.cost - cs.target) <= 0.001 * cs.target
+
+
+def test_multi_objective_keep_ratios_reproduce_the_seeds() -> None:
+    cs = _cspace(RESNET, objective="multi")
+    for params, role, name in cs.baseline_points():
+        assert set(params) == {f"{KEEP}{g}" for g in cs.groups}
+        cand = cs.decode(params)
+        assert cand.widths == cs.starts[name] and cand.role == role
+    lo, hi = cs.keep_range(cs.groups[0])
+    assert 0 < lo < hi == 1.0
+
+
+def test_suggest_samples_the_declared_parameters_and_round_trips() -> None:
+    cs = _cspace(TINY)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    params = cs.suggest(trial)
+    assert params == trial.params
+    assert set(params) == {START} | {f"{MULT}{g}" for g in cs.groups}
+    again = CandidateSpace.from_dict(cs.to_dict())
+    assert again.decode(params) == cs.decode(params)
+    assert again.starts == cs.starts and again.target == cs.target
