@@ -15,7 +15,7 @@ from nas_prune.search.records import CSV_FIELDS, read_json
 from nas_prune.seeds._base import check_budget
 from nas_prune.widths import SearchSpace
 
-from .test_search_common import read_csv, search, storage_of, tiny_space_file
+from .test_search_common import read_csv, search, storage_of, tiny_args, tiny_space_file
 
 
 class TrainCounter:
@@ -210,3 +210,14 @@ def test_the_study_opens_in_optuna_dashboard(tmp_path: Path) -> None:
     keys = {a["key"] for a in detail["trials"][0]["user_attrs"]}
     assert {"widths", "flops", "params", "flops_ratio", "val_curve", "epochs", "wall_time",
             "seed_method", "role"} <= keys
+
+
+def test_the_default_run_dir_is_not_reused_silently(tmp_path: Path, capsys) -> None:
+    """Without --run-dir, a second search goes to RUN-2 rather than failing or mixing studies."""
+    run = tmp_path / "runs" / "search"
+    args = [a for a in tiny_args(tmp_path, run) if a not in ("--run-dir", str(run))]
+    args += ["--set", f"run_dir={run}", "--n-trials", "2"]
+    assert main(["search", *args]) == 0
+    assert main(["search", *args]) == 0
+    assert "this one goes to" in capsys.readouterr().out
+    assert (run / "best.yaml").is_file() and (run.with_name("search-2") / "best.yaml").is_file()

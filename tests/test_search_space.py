@@ -61,13 +61,29 @@ def test_projection_lands_every_candidate_within_tolerance(data, tolerance) -> N
         assert rejected == 0  # a fine grid: one common factor always lands
 
 
-def test_coarse_grid_rejects_some_candidates_with_a_reason() -> None:
-    cs = _cspace(TINY, tolerance=0.005)
-    rng = random.Random(1)
-    cands = [cs.decode(_random_params(cs, rng)) for _ in range(100)]
-    rejected = [c for c in cands if c.rejected]
-    assert rejected and len(rejected) < len(cands)
-    assert all("no common scale lands within" in c.reason for c in rejected)
+def test_projection_refines_where_the_common_scale_jumps_over_the_band() -> None:
+    """Narrow ResNet stage groups make the snapped cost jump; single-group steps still land."""
+    cs = _cspace("resnet56_cifar", tolerance=0.02)
+    rng = random.Random(0)
+    cands = [cs.decode(_random_params(cs, rng)) for _ in range(200)]
+    assert not [c for c in cands if c.rejected]
+    assert all(abs(c.cost - cs.target) <= 0.02 * cs.target for c in cands)
+
+
+def test_a_candidate_that_cannot_land_is_rejected_with_a_reason() -> None:
+    # one free group with four widths; the target lies midway between two of their costs
+    data = {**TINY, "divisor": 2, "min_width": 2, "bounds": {"conv2": [16, 16], "conv3": [16, 16],
+                                                              "conv1": [2, 8]}}
+    space = SearchSpace.from_dict(data, name="t")
+    costs = [space.cost({**space.base_widths(), "conv1": w}) for w in space.grid("conv1")]
+    target = (costs[1] + costs[2]) // 2
+    assert not any(abs(space.cost({**space.base_widths(), "conv1": w}) - target) <= 0.005 * target
+                   for w in space.grid("conv1"))
+    cs = CandidateSpace(space, starts={"uniform": space.base_widths()}, target=target,
+                        tolerance=0.005, objective="single", source={"name": "t", "data": data})
+    cands = [cs.decode(_random_params(cs, random.Random(i))) for i in range(20)]
+    cand = next(c for c in cands if c.role == "search")
+    assert cand.rejected and "no common scale lands within" in cand.reason
 
 
 def test_impossible_budget_is_rejected_not_raised() -> None:

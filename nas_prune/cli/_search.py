@@ -7,6 +7,7 @@ Every line a human sees is printed here; the library reports through
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -171,6 +172,19 @@ def search_overrides(args: argparse.Namespace) -> dict[str, Any]:
     })
 
 
+def next_free_run_dir(run_dir: Path) -> Path:
+    """``run_dir`` if it holds no search yet, else the first free ``run_dir-2``, ``-3``..."""
+    def used(d: Path) -> bool:
+        return d.is_dir() and any(d.iterdir())
+
+    if not used(run_dir):
+        return run_dir
+    n = 2
+    while used(run_dir.with_name(f"{run_dir.name}-{n}")):
+        n += 1
+    return run_dir.with_name(f"{run_dir.name}-{n}")
+
+
 def run_search(args: argparse.Namespace) -> int:
     from ..search import run_search as search
 
@@ -183,6 +197,12 @@ def run_search(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, **extra)
     _quiet_optuna()
     out = Printer()
+    if not args.resume and args.run_dir is None and cfg.search.storage is None:
+        fresh = next_free_run_dir(Path(cfg.run_dir))
+        if fresh != Path(cfg.run_dir):
+            out.message(f"{cfg.run_dir} holds an earlier search (continue it with --resume); "
+                        f"this one goes to {fresh}")
+            cfg = dataclasses.replace(cfg, run_dir=str(fresh))
     t0 = time.perf_counter()
     command = command_line("search", args)
     out.message(f"search: space {cfg.space}, seed method(s) {cfg.seed_method.name}, budget "

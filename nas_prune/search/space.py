@@ -15,7 +15,8 @@ Single objective (``search.objective: single``), the default:
   ``start=<name>, m_g=1.0`` decode to the proposal itself, unprojected (a seed method meets the
   budget within its own 1%, which a tighter ``tolerance`` must not overrule). Because snapping
   makes the cost a step function of ``s``, some multiplier vectors have no ``s`` within tolerance;
-  they are *rejected* (recorded with the reason, never trained).
+  single groups are then moved one grid step at a time to land (see ``project``); what still
+  cannot land is *rejected* (recorded with the reason, never trained).
 
 Multi objective (``search.objective: multi``, accuracy up and cost down, NSGA-II): no start and no
 projection; ``keep_<group>`` is the group's keep ratio of the base width, in
@@ -36,6 +37,7 @@ from typing import Any
 from .._yaml import read_yaml
 from ..errors import UserError
 from ..families import Widths
+from ..seeds._base import refine_to_budget
 from ..widths import SPACES_DIR, SearchSpace, available_spaces
 
 START = "start"
@@ -190,7 +192,9 @@ class CandidateSpace:
                 ) -> tuple[Widths | None, float | None, str]:
         """Bisect one common factor ``s`` so that the snapped widths meet the target.
 
-        Returns (widths, s, "") or (None, None, reason) when no ``s`` lands within tolerance.
+        When the snapped cost jumps over the tolerance band, single groups are moved one grid
+        step from the nearer side (:func:`~nas_prune.seeds._base.refine_to_budget`). Returns
+        (widths, s, "") or (None, None, reason) when nothing lands within tolerance.
         The cost is non-decreasing in ``s`` (snapping and clipping are monotone), from the
         space's minimum widths at ``s -> 0`` to its maximum widths for large ``s``.
         """
@@ -224,6 +228,16 @@ class CandidateSpace:
                 lo, c_lo = mid, c
             if hi - lo <= 1e-12 * max(1.0, hi):
                 break
+        # The grid jumps over the band (common with few, narrow groups such as a ResNet's
+        # 16-channel stages): move single groups one grid step from the nearer side instead.
+        near_lo = abs(c_lo - self.target) <= abs(c_hi - self.target)
+        w_near = at(lo)[0] if near_lo else at(hi)[0]
+        try:
+            w = refine_to_budget(self.space, w_near, self.target, self.metric,
+                                 tolerance=self.tolerance)
+            return w, lo if near_lo else hi, ""
+        except UserError:
+            pass
         return None, None, (f"no common scale lands within {self.tolerance:.0%} of the target: "
                             f"the grid jumps from {c_lo / self.target:.3f} to "
                             f"{c_hi / self.target:.3f} x the target")
