@@ -11,7 +11,7 @@ For each of N seeds:
   learning rate (their CIFAR recipe: 40 epochs at lr 0.001; scaled down here, default a quarter of
   the base epochs). This is the only place nas-prune reuses pruned weights.
 * **Scratch-E**: the pruned architecture trained from scratch for the base epochs.
-* **Scratch-B**: from scratch for ``int(E x base FLOPs / pruned FLOPs)`` epochs, capped at 2x
+* **Scratch-B**: from scratch for ``E x base FLOPs / pruned FLOPs`` epochs (rounded), capped at 2x
   (:func:`nas_prune.train.budget_epochs`, rule ``scratch-b``), so the compute roughly matches.
 
 Methods that need no base network (``uniform``, ``random``) have no meaningful channel scores, so
@@ -358,7 +358,7 @@ def _markdown(record: dict[str, Any], plot: Path) -> Page:
         f"{record['finetune']['lr']:g}; test accuracy right after the cut, before fine-tuning: "
         f"{fmt_mean_std(ft['test_acc_before_finetune'])}.",
         f"Scratch-E: {record['epochs']['scratch_e']} epochs (the base epochs). Scratch-B: "
-        f"int(E x base FLOPs / pruned FLOPs) capped at 2x = "
+        f"E x base FLOPs / pruned FLOPs, rounded, capped at 2x = "
         f"{', '.join(str(e) for e in record['epochs']['scratch_b'])} epochs (Liu et al.'s "
         f"repository uses its own FLOPs counter for this ratio).",
         f"Pruned widths (seed {record['pruned'][0]['seed']}): "

@@ -111,13 +111,8 @@ class SearchSpace:
     @classmethod
     def load(cls, name_or_path: str | Path) -> SearchSpace:
         """A space by name (``search_spaces/NAME.yaml``) or by path."""
-        path = Path(name_or_path)
-        if not path.suffix and not path.exists():
-            path = SPACES_DIR / f"{name_or_path}.yaml"
-            if not path.is_file():
-                raise UserError(f"search space {name_or_path!r}: not found; choose one of "
-                                f"{', '.join(available_spaces())} or give a path")
-        return cls.from_dict(read_yaml(path, what="search space"), name=path.stem)
+        name, data = space_source(name_or_path)
+        return cls.from_dict(data, name=name)
 
     @classmethod
     def full(cls, family: Family, *, divisor: int = 1, name: str = "full") -> SearchSpace:
@@ -192,6 +187,18 @@ class SearchSpace:
              provenance: dict | None = None) -> ArchSpec:
         return ArchSpec.from_family(self.family, self.validate(widths), space=self.name,
                                     metrics=metrics, provenance=provenance)
+
+
+def space_source(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """(name, raw YAML mapping) of a space by name or path: plain data that can travel to other
+    processes and be rebuilt there with :meth:`SearchSpace.from_dict`."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = SPACES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise UserError(f"search space {name_or_path!r}: not found; choose one of "
+                            f"{', '.join(available_spaces())} or give a path")
+    return path.stem, read_yaml(path, what="search space")
 
 
 def available_spaces() -> list[str]:

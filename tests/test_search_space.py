@@ -8,10 +8,10 @@ import optuna
 import pytest
 
 from nas_prune.search import CandidateSpace
-from nas_prune.search.space import KEEP, MULT, START, load_space_source
+from nas_prune.search.space import KEEP, MULT, START
 from nas_prune.seeds import uniform_widths
 from nas_prune.seeds._base import check_budget
-from nas_prune.widths import SearchSpace
+from nas_prune.widths import SearchSpace, space_source
 
 from .test_search_common import TINY
 
@@ -22,7 +22,7 @@ RESNET = {"family": "resnet_cifar", "args": {"depth": 8, "shortcut": "A"},
 def _cspace(data: dict | str, *, budget: float = 0.5, tolerance: float = 0.02,
             extra_start=None, objective: str = "single") -> CandidateSpace:
     if isinstance(data, str):  # a shipped space by name
-        data = load_space_source(data)[1]
+        data = space_source(data)[1]
     space = SearchSpace.from_dict(data, name="t")
     starts = {}
     if extra_start is not None:

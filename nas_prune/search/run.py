@@ -34,7 +34,7 @@ from ..scratch import data_for
 from ..seeds import ProposalRun, SeedContext, get_method, parse_methods, propose
 from ..seeds import check_budget as _check_budget
 from ..train import resolve_device
-from ..widths import SearchSpace
+from ..widths import SearchSpace, space_source
 from . import optuna_backend as ob
 from .evaluate import SearchSetup
 from .finalize import choose_best, finalize, write_best, write_pareto, write_top
@@ -47,7 +47,7 @@ from .records import (
     write_json,
     write_records,
 )
-from .space import OBJECTIVES, UNIFORM, CandidateSpace, load_space_source
+from .space import OBJECTIVES, UNIFORM, CandidateSpace
 
 BACKENDS = ("optuna", "ray")
 SETUP_JSON = "setup.json"
@@ -115,7 +115,7 @@ def _proposal_spec(space: SearchSpace, run: ProposalRun, base_flops: int):
 def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
                   events: SearchEvents) -> SearchSetup:
     """Seed proposals and the uniform baseline at the budget; RUN/proposals/*.yaml."""
-    name, raw = load_space_source(cfg.space)
+    name, raw = space_source(cfg.space)
     space = SearchSpace.from_dict(raw, name=name)
     sm = cfg.seed_method
     target = _check_budget(space, sm.budget, sm.metric)

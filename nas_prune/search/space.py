@@ -31,14 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .._yaml import read_yaml
 from ..errors import UserError
 from ..families import Widths
 from ..seeds._base import refine_to_budget
-from ..widths import SPACES_DIR, SearchSpace, available_spaces
+from ..widths import SearchSpace
 
 START = "start"
 MULT = "m_"
@@ -49,15 +47,7 @@ ROLES = ("seed", "uniform", "search")
 _BISECT_STEPS = 60
 
 
-def load_space_source(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
-    """(name, raw YAML mapping) of a search space, so it can travel to other processes."""
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = SPACES_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise UserError(f"space: {name_or_path!r} not found; choose one of "
-                            f"{', '.join(available_spaces())} or give a path")
-    return path.stem, read_yaml(path, what="search space")
+
 
 
 @dataclass(frozen=True)
