@@ -81,6 +81,8 @@ def final_table(final: dict[str, Any]) -> str:
     for r in final["rows"]:
         if r["test_mean"] is None:
             test = "failed"
+        elif r["n"] < 2:  # one seed has no spread to report
+            test = f"{r['test_mean']:.4f} (one seed)"
         else:
             test = f"{r['test_mean']:.4f} +- {r['test_std']:.4f}"
         rows.append([r["name"], r["trial"] if r["trial"] is not None else "-", test, r["n"],
