@@ -103,6 +103,11 @@ class SearchSetup:
             flops = self.cspace.target  # every candidate is at the budget: equal epochs
         return budget_epochs(tc, base_flops=self.base_flops, flops=flops)
 
+    def warmup_epochs(self) -> int:
+        """Half the epochs of a candidate at the budget: the median early-stopping rule judges
+        no trial before that (a from-scratch run's first epochs are too noisy to rank)."""
+        return self.epochs_for(next(iter(self.cspace.starts.values()))) // 2
+
     def cost_attrs(self, widths: Mapping[str, int]) -> dict[str, Any]:
         flops, params = self.space.count(widths)
         cost = flops if self.cspace.metric == "flops" else params

@@ -125,8 +125,10 @@ def effective_sampler(name: str, objective: str) -> str:
     return "nsga2" if objective == "multi" and name == "tpe" else name
 
 
-def make_early_stopping(name: str, *, objective: str,
-                        n_baselines: int) -> optuna.pruners.BasePruner:
+def make_early_stopping(name: str, *, objective: str, n_baselines: int,
+                        warmup_epochs: int = 0) -> optuna.pruners.BasePruner:
+    """The early-stopping rule. ``warmup_epochs``: the median rule judges no trial before this
+    many epochs (the first epochs of a from-scratch run are too noisy to rank candidates)."""
     if name not in EARLY_STOPPING:
         raise UserError(f"search.early_stopping: {name!r}; choose one of "
                         f"{', '.join(EARLY_STOPPING)}")
@@ -134,7 +136,8 @@ def make_early_stopping(name: str, *, objective: str,
         return optuna.pruners.NopPruner()
     if name == "median":
         # The baselines run to the end and form the first reference curves.
-        return optuna.pruners.MedianPruner(n_startup_trials=max(1, n_baselines))
+        return optuna.pruners.MedianPruner(n_startup_trials=max(1, n_baselines),
+                                           n_warmup_steps=max(0, warmup_epochs))
     return optuna.pruners.SuccessiveHalvingPruner()
 
 

@@ -322,7 +322,8 @@ def _scheduler(setup: SearchSetup, multi: bool):
                              max_t=max_t, grace_period=1)
     if rule == "median":
         return MedianStoppingRule(time_attr="training_iteration", metric=METRIC, mode="max",
-                                  grace_period=1, min_samples_required=3)
+                                  grace_period=max(1, setup.warmup_epochs()),
+                                  min_samples_required=3)
     raise UserError(f"search.early_stopping: {rule!r}; choose median, halving or none")
 
 

@@ -299,7 +299,8 @@ def _run_optuna(cfg: Config, methods: list[str], run_dir: Path, resume: bool, co
                                     objective=setup.cspace.objective,
                                     n_trials=cfg.search.n_trials, n_baselines=n_base)
     study.pruner = ob.make_early_stopping(cfg.search.early_stopping,
-                                          objective=setup.cspace.objective, n_baselines=n_base)
+                                          objective=setup.cspace.objective, n_baselines=n_base,
+                                          warmup_epochs=setup.warmup_epochs())
 
     def on_record(record: TrialRecord, study) -> None:
         write_records(run_dir, ob.records_of(study))
@@ -360,7 +361,8 @@ def run_worker(storage_url: str, study_name: str | None, *, device: str | None =
                                     objective=setup.cspace.objective, n_trials=total,
                                     n_baselines=n_base)
     study.pruner = ob.make_early_stopping(setup.cfg.search.early_stopping,
-                                          objective=setup.cspace.objective, n_baselines=n_base)
+                                          objective=setup.cspace.objective, n_baselines=n_base,
+                                          warmup_epochs=setup.warmup_epochs())
     events.message(f"joined study {study.study_name!r}: total {total} trials, device "
                    f"{resolve_device(setup.cfg.device)}")
     ob.run_trials(study, setup, total=None if n_trials is not None else total,
