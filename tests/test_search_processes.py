@@ -31,7 +31,9 @@ def _start(tmp_path: Path, run: Path, *flags: str, epochs: int = 1, train: int =
 
 
 def _study(run: Path) -> optuna.Study | None:
-    if not (run / "study.db").is_file():
+    # Open the storage only once a trial record exists: opening it while the search process is
+    # still creating the SQLite schema races with it ("table version_info already exists").
+    if not (run / "trials.jsonl").is_file():
         return None
     try:
         return optuna.load_study(study_name=run.name, storage=storage_of(run))
