@@ -96,7 +96,7 @@ class CostModel:
             if isinstance(m, nn.Conv2d):
                 k = m.kernel_size[0] * m.kernel_size[1]
                 gi, go = in_of.get(name), out_of.get(name)
-                self._flops.append((k * spatial[name] // 1, gi, m.in_channels, go, m.out_channels))
+                self._flops.append((k * spatial[name], gi, m.in_channels, go, m.out_channels))
                 self._params.append((k, gi, m.in_channels, go, m.out_channels))
                 if m.bias is not None:
                     self._params.append((1, None, 1, go, m.out_channels))

@@ -74,7 +74,7 @@ def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: 
     result = train(model, data, cfg.train, epochs=n_epochs, seed=seed, device=device,
                    on_epoch=on_epoch, evaluate_test=evaluate_test, progress=progress,
                    desc=f"train {spec.flops / 1e6:.1f}M FLOPs")
-    metrics: dict[str, Any] = {k: v for k, v in result.metrics().items()}
+    metrics: dict[str, Any] = result.metrics()
     metrics.update({"seed": seed, "device": str(device), "budget_rule": cfg.train.budget})
     out = spec.with_metrics(**metrics)
     out.provenance.setdefault("train_config", to_dict(cfg.train))

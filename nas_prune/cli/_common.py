@@ -28,10 +28,7 @@ def resolve_config(args: argparse.Namespace, **extra: Any) -> Config:
 
 
 def device_of(cfg: Config) -> torch.device:
-    dev = resolve_device(cfg.device)
-    if dev.type == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-    return dev
+    return resolve_device(cfg.device)
 
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:
