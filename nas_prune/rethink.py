@@ -22,6 +22,11 @@ Writes ``rethink.md`` (a table like Liu et al.'s Tables 1-4: accuracy mean ± sa
 seeds with n, FLOPs and params of both architectures, epochs of each row), ``rethink.json`` (every
 number), ``pruned.yaml`` (the pruned architecture, an :class:`~nas_prune.widths.ArchSpec`) and
 ``rethink.png`` (a bar plot, mean with std error bars). FLOPs are multiply-accumulates.
+
+:func:`write_summary` (``nas-prune report RUN [RUN ...]``) puts several methods' runs side by side
+from their ``rethink.json``: one line per method with each row's accuracy, the Scratch-B minus
+Fine-tuned gap paired by seed and whether Liu et al.'s conclusion held, plus a grouped bar plot;
+runs whose dataset, space, budget, seeds or epochs differ are named in a note.
 """
 
 from __future__ import annotations
@@ -55,8 +60,9 @@ from .surgery import (
 from .train import TrainConfig, budget_epochs, evaluate, resolve_device, train
 from .widths import ArchSpec, SearchSpace
 
-__all__ = ["CUT_BY", "ROWS", "TABLE_HEADERS", "RethinkPlan", "RethinkResult", "finetune_config",
-           "prune_weights", "run_rethink", "table_rows"]
+__all__ = ["CUT_BY", "ROWS", "SUMMARY_HEADERS", "TABLE_HEADERS", "RethinkPlan", "RethinkResult",
+           "finetune_config", "paired_gap", "prune_weights", "read_record", "run_rethink",
+           "summary_rows", "table_rows", "write_summary"]
 
 ROWS = ("Unpruned", "Fine-tuned", "Scratch-E", "Scratch-B")
 CUT_BY = ("auto", "scores", "l1norm")
@@ -416,4 +422,145 @@ def _plot(record: dict[str, Any], path: Path) -> Path:
                  f"{record['metric']} ({record['dataset']}, {record['space']})")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, path)
+
+
+# ---- several methods side by side ------------------------------------------------------------
+#: record keys that must agree for methods to share one table; a difference is named in a note
+COMPARABLE = ("dataset", "space", "budget", "metric", "seeds", "epochs", "finetune")
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    """``rethink.json`` of a rethink run directory (a one-line :class:`UserError` otherwise)."""
+    path = Path(run_dir) / "rethink.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no rethink.json; give a directory 'nas-prune rethink' wrote")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); "
+                        f"run 'nas-prune rethink' again") from None
+    if not isinstance(record, dict) or not isinstance(record.get("rows"), list) or \
+            {r.get("row") for r in record["rows"] if isinstance(r, dict)} != set(ROWS):
+        raise UserError(f"{path}: not a rethink record (needs the rows {', '.join(ROWS)}); "
+                        f"run 'nas-prune rethink' again")
+    return record
+
+
+def paired_gap(record: dict[str, Any], better: str, worse: str) -> tuple[float | None,
+                                                                         float | None, int]:
+    """Mean, sample std and n over seeds of ``better - worse`` test accuracy (same seed paired)."""
+    by_seed: dict[str, dict[int, float]] = {better: {}, worse: {}}
+    for run in record.get("runs", []):
+        if run.get("row") in by_seed and run.get("test_acc") is not None:
+            by_seed[run["row"]][run["seed"]] = run["test_acc"]
+    seeds = sorted(set(by_seed[better]) & set(by_seed[worse]))
+    return mean_std([by_seed[better][s] - by_seed[worse][s] for s in seeds])
+
+
+def _gap_text(gap: tuple[float | None, float | None, int]) -> str:
+    mean, std, n = gap
+    if mean is None:
+        return "-"
+    return f"{100 * mean:+.2f}" + (f" ± {100 * std:.2f}" if std is not None else "") + f" (n={n})"
+
+
+def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    """One line per method: each row's accuracy, the pruned FLOPs ratio, the Scratch-B minus
+    Fine-tuned gap (paired by seed) and whether Liu et al.'s conclusion held."""
+    out = []
+    for rec in records:
+        rows = {r["row"]: r for r in rec["rows"]}
+        ratios = [p["flops_ratio"] for p in rec.get("pruned", [])]
+        gap = paired_gap(rec, "Scratch-B", "Fine-tuned")
+        held = "-" if gap[0] is None else ("yes" if gap[0] >= 0 else "no")
+        if gap[0] is not None and gap[1] is not None and abs(gap[0]) < gap[1]:
+            held += " (within the seed spread)"
+        out.append([rec["seed_method"]] + [fmt_mean_std(rows[r]["test_acc"]) for r in ROWS]
+                   + [f"{min(ratios):.1%}" if len(set(ratios)) <= 1 and ratios else
+                      (f"{min(ratios):.1%}-{max(ratios):.1%}" if ratios else "-"),
+                      _gap_text(gap), held, f"{rec.get('wall_time', 0) / 60:.1f}"])
+    return out
+
+
+SUMMARY_HEADERS = ["method", *ROWS, "pruned FLOPs", "Scratch-B - Fine-tuned (points)",
+                   "Scratch-B >= Fine-tuned?", "wall (min)"]
+
+
+def _differences(records: list[dict[str, Any]]) -> list[str]:
+    notes = []
+    for key in COMPARABLE:
+        values = {json.dumps(r.get(key), sort_keys=True) for r in records}
+        if len(values) > 1:
+            notes.append(f"The runs differ in {key!r} (" + "; ".join(
+                f"{r['seed_method']}: {r.get(key)}" for r in records) + "), so their rows are "
+                "not directly comparable.")
+    return notes
+
+
+def write_summary(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
+    """Put several rethink runs side by side: ``rethink-summary.md``, ``.html`` and ``.png`` in
+    ``out_dir`` (every number read from the runs' ``rethink.json``). Returns the Markdown path."""
+    records = [read_record(d) for d in run_dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    first = records[0]
+    page = Page(f"Rethinking the value of pruning: {len(records)} seed method(s) at "
+                f"{first['budget']:g} of the base {first['metric']}")
+    page.p(f"Liu et al. (ICLR 2019) for each method on {first['dataset']} (space "
+           f"{first['space']}): test accuracy in % as mean ± sample std (n) over seeds "
+           f"{first['seeds']}. The gap is Scratch-B minus Fine-tuned per seed (the same seed's "
+           f"base network, proposal and data order), mean ± sample std in points.")
+    page.table(SUMMARY_HEADERS, summary_rows(records))
+    ep = first["epochs"]
+    notes = _differences(records) + [
+        f"Epochs (of {first['seed_method']}'s run): Unpruned and Scratch-E {ep['unpruned']}, "
+        f"fine-tuning {ep['finetune']} at a constant lr {first['finetune']['lr']:g}, Scratch-B "
+        f"{', '.join(str(e) for e in ep['scratch_b'])}.",
+        FLOPS_NOTE,
+    ] + [f"{rec['seed_method']}: {rec['command'] or '-'} (run {Path(d)})"
+         for rec, d in zip(records, run_dirs, strict=True)]
+    page.bullets(notes)
+    plot = _summary_plot(records, out / "rethink-summary.png")
+    page.image(plot, "Test accuracy per method and row, mean with sample-std error bars; dots "
+                     "are single seeds")
+    md = out / "rethink-summary.md"
+    md.write_text(page.markdown())
+    md.with_suffix(".html").write_text(page.html())
+    return md
+
+
+def _summary_plot(records: list[dict[str, Any]], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.5, 1.6 * len(records) + 2), 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    colors = {"Unpruned": "tab:gray", "Fine-tuned": "tab:purple", "Scratch-E": "tab:blue",
+              "Scratch-B": "tab:green"}
+    width = 0.8 / len(ROWS)
+    values = []
+    for k, row in enumerate(ROWS):
+        for i, rec in enumerate(records):
+            r = next(x for x in rec["rows"] if x["row"] == row)
+            accs = [100 * a for a in r["test_acc"] if a is not None]
+            mean, std, _ = mean_std(accs)
+            x = i + (k - (len(ROWS) - 1) / 2) * width
+            if mean is not None:
+                ax.bar(x, mean, width, yerr=std or 0.0, capsize=3, color=colors[row],
+                       edgecolor="black", alpha=0.85, label=row if i == 0 else None)
+                values += accs + [mean - (std or 0.0)]
+            ax.scatter([x] * len(accs), accs, color="black", s=8, zorder=3)
+    ax.set_xticks(range(len(records)))
+    ax.set_xticklabels([r["seed_method"] for r in records])
+    if values:
+        lo, hi = min(values), max(values)
+        pad = max(1.0, 0.2 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    truncated = ax.get_ylim()[0] > 0
+    ax.set_ylabel("test accuracy (%)" + (" - axis does not start at 0" if truncated else ""))
+    first = records[0]
+    ax.set_title(f"Liu et al.'s comparison at {first['budget']:g} of the base {first['metric']} "
+                 f"({first['dataset']}, {first['space']})")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=len(ROWS), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     return save_figure(fig, path)

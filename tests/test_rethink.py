@@ -11,7 +11,15 @@ import torch
 from nas_prune.cli import main
 from nas_prune.config import load_config
 from nas_prune.errors import UserError
-from nas_prune.rethink import ROWS, RethinkPlan, finetune_config, prune_weights, run_rethink
+from nas_prune.rethink import (
+    ROWS,
+    RethinkPlan,
+    finetune_config,
+    paired_gap,
+    prune_weights,
+    read_record,
+    run_rethink,
+)
 from nas_prune.seeds import Proposal
 from nas_prune.surgery import filter_l1_scores
 from nas_prune.train import lr_lambda
@@ -150,3 +158,69 @@ def test_input_shape_mismatch_is_a_user_error(tmp_path: Path) -> None:
     cfg = load_config(_config(tmp_path, "vgg"), ["data.synthetic_size=10"])
     with pytest.raises(UserError, match="data.name"):
         run_rethink(cfg, RethinkPlan(method="uniform", budget=0.5, seeds=1), tmp_path / "r")
+
+
+def _set_row(record: dict, row: str, accs: list[float]) -> None:
+    """Give ``row`` these per-seed test accuracies in both the runs and the summary rows."""
+    runs = [r for r in record["runs"] if r["row"] == row]
+    for run, acc in zip(runs, accs, strict=True):
+        run["test_acc"] = acc
+    summary = next(r for r in record["rows"] if r["row"] == row)
+    summary["test_acc"] = list(accs)
+
+
+def test_summary_puts_methods_side_by_side(tmp_path: Path, capsys) -> None:
+    cfg = load_config(_config(tmp_path, "vgg"), ["train.epochs=1"])
+    real = tmp_path / "runs" / "uniform"
+    run_rethink(cfg, RethinkPlan(method="uniform", budget=0.5, seeds=2), real, command="test")
+    record = json.loads((real / "rethink.json").read_text())
+    # a second method where fine-tuning wins on both seeds, by 0.2 and 0.1: gap -0.15 ± 0.0707
+    record.update(seed_method="made_up", wall_time=120.0)
+    _set_row(record, "Fine-tuned", [0.8, 0.7])
+    _set_row(record, "Scratch-B", [0.6, 0.6])
+    other = tmp_path / "runs" / "made_up"
+    other.mkdir()
+    (other / "rethink.json").write_text(json.dumps(record))
+    assert paired_gap(record, "Scratch-B", "Fine-tuned") == \
+        pytest.approx((-0.15, 0.0707107, 2), rel=1e-5)
+
+    assert main(["report", str(real), str(other)]) == 0
+    assert "rethink-summary.md" in capsys.readouterr().out
+    md = (tmp_path / "runs" / "rethink-summary.md").read_text()
+    png = tmp_path / "runs" / "rethink-summary.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:image/png;base64," in (tmp_path / "runs" / "rethink-summary.html").read_text()
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines()
+             if line.startswith("| ")}
+    assert "| -15.00 ± 7.07 (n=2) | no | 2.0 |" in lines["made_up"]
+    assert "75.00 ± 7.07 (n=2) |" in lines["made_up"]
+    assert "60.00 ± 0.00 (n=2) |" in lines["made_up"]
+    # the real run's verdict agrees with its own numbers
+    real_rec = json.loads((real / "rethink.json").read_text())
+    gap = paired_gap(real_rec, "Scratch-B", "Fine-tuned")[0]
+    assert (" | yes" if gap >= 0 else " | no") in lines["uniform"]
+    assert "differ" not in md
+    # runs at different budgets are flagged, not silently tabulated together
+    record["budget"] = 0.3
+    (other / "rethink.json").write_text(json.dumps(record))
+    out = tmp_path / "summary"
+    assert main(["report", str(real), str(other), "--out", str(out)]) == 0
+    assert "differ in 'budget'" in (out / "rethink-summary.md").read_text()
+
+
+def test_summary_refuses_what_is_not_a_rethink_run(tmp_path: Path, capsys) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "rethink.json").write_text("{not json")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "rethink.json").write_text(json.dumps({"rows": []}))
+    assert main(["report", str(tmp_path / "bad")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "odd")]) == 2
+    assert "not a rethink record" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "odd"), str(tmp_path / "empty")]) == 2
+    assert "no rethink.json" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "empty"), str(tmp_path / "empty")]) == 2
+    assert "one run directory" in capsys.readouterr().err
+    with pytest.raises(UserError, match="no rethink.json"):
+        read_record(tmp_path / "empty")

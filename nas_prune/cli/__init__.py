@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "spaces": ("_arch", "list the search spaces and model families"),
     "worker": ("_search", "join an existing Optuna study and run its trials"),
     "export": ("_search", "write best.yaml / top-K / Pareto front again from a run directory"),
-    "report": ("_report", "write report.md and report.html for a run directory"),
+    "report": ("_report", "report.md/.html for a search run; or rethink runs side by side"),
     "rethink": ("_report", "Liu et al.'s comparison: unpruned, fine-tuned, Scratch-E, Scratch-B"),
 }
 

@@ -1,9 +1,11 @@
-"""``nas-prune report`` (plots and tables of a run directory) and ``nas-prune rethink`` (Liu et
-al.'s unpruned / fine-tuned / Scratch-E / Scratch-B comparison for one seed method)."""
+"""``nas-prune report`` (plots and tables of a search's run directory, or several rethink runs
+side by side) and ``nas-prune rethink`` (Liu et al.'s unpruned / fine-tuned / Scratch-E /
+Scratch-B comparison for one seed method)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 
 from ..errors import UserError
@@ -12,13 +14,39 @@ from ._common import add_config_arguments, resolve_config, table
 
 # ---- report --------------------------------------------------------------------------------
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN", help="run directory a search wrote")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN",
+                   help="a run directory a search wrote; or one or more directories "
+                        "'nas-prune rethink' wrote, to put side by side")
+    p.add_argument("--out", metavar="DIR",
+                   help="where the rethink summary goes (default: the rethink runs' common "
+                        "parent folder); a search report is always written into its RUN")
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    dirs = [Path(d) for d in args.run_dirs]
+    rethink_runs = [(d / "rethink.json").is_file() for d in dirs]
+    if any(rethink_runs):
+        if not all(rethink_runs):
+            odd = dirs[rethink_runs.index(False)]
+            raise UserError(f"{odd}: no rethink.json; a summary puts rethink runs side by side, "
+                            f"so give only directories 'nas-prune rethink' wrote")
+        from ..rethink import write_summary
+
+        out = Path(args.out) if args.out else Path(os.path.commonpath(
+            [d.resolve() for d in dirs]))
+        md = write_summary(dirs, out)
+        print(f"wrote {md}, {md.with_suffix('.html')} and {md.with_suffix('.png')}")
+        return 0
+    if len(dirs) > 1:
+        raise UserError("RUN: a search report takes one run directory; several are accepted "
+                        "only as rethink runs to summarise")
+    if args.out:
+        raise UserError("--out: a search report is written into its run directory; drop --out")
     from ..report import write_report
 
-    md = write_report(args.run_dir)
+    md = write_report(dirs[0])
     print(f"wrote {md} and {md.with_suffix('.html')}")
     return 0
 
