@@ -61,7 +61,7 @@ from .train import TrainConfig, budget_epochs, evaluate, resolve_device, train
 from .widths import ArchSpec, SearchSpace
 
 __all__ = ["CUT_BY", "ROWS", "SUMMARY_HEADERS", "TABLE_HEADERS", "RethinkPlan", "RethinkResult",
-           "finetune_config", "paired_gap", "prune_weights", "read_record", "run_rethink",
+           "finetune_config", "paired_gap", "prune_weights", "read_record", "run_rethink", "run_rethink_many",
            "summary_rows", "table_rows", "write_summary"]
 
 ROWS = ("Unpruned", "Fine-tuned", "Scratch-E", "Scratch-B")
@@ -175,8 +175,15 @@ def _run_entry(row: str, seed: int, result, epochs: int, spec_flops: int,
 
 def run_rethink(cfg: Config, plan: RethinkPlan, run_dir: str | Path, *,
                 command: str | None = None, progress: bool | None = False,
-                log: Callable[[str], None] | None = None) -> RethinkResult:
-    """Run the four rows for every seed, write the outputs into ``run_dir`` and return them."""
+                log: Callable[[str], None] | None = None,
+                unpruned: dict[int, dict[str, Any]] | None = None) -> RethinkResult:
+    """Run the four rows for every seed, write the outputs into ``run_dir`` and return them.
+
+    ``unpruned``: Unpruned networks already trained under this ``cfg`` and plan, by seed
+    (``{"state": state_dict, "entry": run record}``); a seed found there is not trained again,
+    and each seed trained here is added. Training is seeded and deterministic on one device, so
+    sharing them across methods (:func:`run_rethink_many`) changes no number, only the time.
+    """
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
     started = _now()
@@ -212,16 +219,29 @@ def run_rethink(cfg: Config, plan: RethinkPlan, run_dir: str | Path, *,
             proposal, propose_s = _propose(method, None, ctx, plan.budget)
         # Unpruned (and, for a method without a regulariser, its base network)
         torch.manual_seed(seed)
-        unpruned = family.build(space.base_widths())
-        res = train(unpruned, data, train_e, epochs=epochs, seed=seed, device=device,
-                    evaluate_test=True, progress=progress, desc=f"unpruned seed {seed}")
-        runs.append(_run_entry("Unpruned", seed, res, epochs, base_spec.flops, base_spec.params))
-        log(f"{tag} Unpruned: {_acc(res.test_acc)} test, {epochs} epochs, {res.wall_time:.1f}s")
+        net = family.build(space.base_widths())
+        if unpruned is not None and seed in unpruned:
+            net.load_state_dict(unpruned[seed]["state"])
+            net.to(device)
+            entry = {**unpruned[seed]["entry"], "shared": True}
+            log(f"{tag} Unpruned: {_acc(entry['test_acc'])} test (trained once for every "
+                f"method, {entry['wall_time']:.1f}s)")
+        else:
+            res = train(net, data, train_e, epochs=epochs, seed=seed, device=device,
+                        evaluate_test=True, progress=progress, desc=f"unpruned seed {seed}")
+            entry = _run_entry("Unpruned", seed, res, epochs, base_spec.flops, base_spec.params)
+            if unpruned is not None:
+                unpruned[seed] = {"state": {k: v.detach().cpu().clone()
+                                            for k, v in net.state_dict().items()},
+                                  "entry": entry}
+            log(f"{tag} Unpruned: {_acc(res.test_acc)} test, {epochs} epochs, "
+                f"{res.wall_time:.1f}s")
+        runs.append(entry)
         if method.base_key(space) == "plain":
-            if res.status == "diverged":
+            if entry["status"] == "diverged":
                 raise UserError(f"the unpruned network diverged for seed {seed} "
-                                f"({res.reason}); lower train.lr")
-            base, base_source = unpruned.eval(), "the Unpruned network of the same seed"
+                                f"({entry['reason']}); lower train.lr")
+            base, base_source = net.eval(), "the Unpruned network of the same seed"
         else:
             base, source, base_s, _ = trained_base(method, ctx, epochs=epochs,
                                                    cache_dir=run_dir / "bases",
@@ -290,6 +310,30 @@ def run_rethink(cfg: Config, plan: RethinkPlan, run_dir: str | Path, *,
     md.write_text(_markdown(record, plot).markdown())
     return RethinkResult(record=record, markdown=md, json=json_path, plot=plot, arch=arch,
                          rows=rows)
+
+
+def run_rethink_many(cfg: Config, plans: list[RethinkPlan], run_dir: str | Path, *,
+                     command: str | None = None, progress: bool | None = False,
+                     log: Callable[[str], None] | None = None,
+                     ) -> tuple[list[RethinkResult], Path]:
+    """:func:`run_rethink` for several methods into ``run_dir/<method>``, training each seed's
+    Unpruned network once for all of them, then :func:`write_summary` into ``run_dir``.
+
+    Returns the per-method results and the summary's Markdown path.
+    """
+    log = log or (lambda _msg: None)
+    names = [p.method for p in plans]
+    if len(set(names)) != len(names):
+        raise UserError(f"--seed-method: {', '.join(names)} names a method twice; give each once")
+    for plan in plans:  # unknown methods and bad method options fail before any training
+        get_method(plan.method, cfg.seed_method.options.get(plan.method))
+    shared: dict[int, dict[str, Any]] = {}
+    results = []
+    for plan in plans:
+        results.append(run_rethink(cfg, plan, Path(run_dir) / plan.method, command=command,
+                                   progress=progress, unpruned=shared,
+                                   log=lambda msg, m=plan.method: log(f"[{m}] {msg}")))
+    return results, write_summary([r.json.parent for r in results], run_dir)
 
 
 def _acc(v: float | None) -> str:
@@ -375,6 +419,10 @@ def _markdown(record: dict[str, Any], plot: Path) -> Page:
         notes.append(f"Option-A shortcuts: the cut could not copy every shortcut position "
                      f"exactly ({len(mism)} issue(s), see rethink.json); fine-tuning repairs it.")
     notes += [f"{r['row']} {m}" for r in record["rows"] for m in r["failed"]]
+    if any(r.get("shared") for r in record["runs"]):
+        notes.append("Unpruned: trained once per seed for every method of the same "
+                     "'nas-prune rethink' call (seeded and deterministic, so the numbers are "
+                     "those a separate run gives); its wall time is not in this run's total.")
     hw = record["hardware"]
     notes.append(f"Command: {record['command'] or '-'}; wall time {record['wall_time']:.1f}s on "
                  f"{hw['device']} ({hw['gpu'] or hw['cpu']}, {hw['torch_threads']} threads); "

@@ -150,8 +150,46 @@ def test_cli_rethink(tmp_path: Path, capsys) -> None:
     assert rec["command"].startswith("nas-prune rethink --seed-method uniform --budget 0.5")
     assert "train.epochs=1" in rec["command"]
     assert rec["epochs"]["unpruned"] == 1
-    assert main(["rethink", "--seed-method", "uniform,random", "--budget", "0.5",
+    assert main(["rethink", "--seed-method", "uniform,uniform", "--budget", "0.5",
                  "--config", str(cfg), "--run-dir", str(run)]) == 2
+    assert "twice" in capsys.readouterr().err
+
+
+def test_rethink_of_several_methods_trains_unpruned_once(tmp_path: Path, capsys,
+                                                          monkeypatch) -> None:
+    import nas_prune.rethink as rethink_module
+
+    calls: list[str] = []
+    real_train = rethink_module.train
+
+    def counting_train(*args, **kwargs):
+        calls.append(kwargs.get("desc", ""))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(rethink_module, "train", counting_train)
+    cfg = _config(tmp_path, "vgg")
+    run = tmp_path / "many"
+    assert main(["rethink", "--seed-method", "uniform,random", "--budget", "0.5", "--seeds",
+                 "2", "--config", str(cfg), "--run-dir", str(run),
+                 "--set", "train.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "Scratch-B - Fine-tuned" in out and "random" in out
+    assert sorted(c for c in calls if c.startswith("unpruned")) == \
+        ["unpruned seed 0", "unpruned seed 1"]
+    recs = [json.loads((run / m / "rethink.json").read_text()) for m in ("uniform", "random")]
+    unpruned = [[(r["seed"], r["test_acc"]) for r in rec["runs"] if r["row"] == "Unpruned"]
+                for rec in recs]
+    assert unpruned[0] == unpruned[1]
+    assert [r.get("shared", False) for r in recs[1]["runs"] if r["row"] == "Unpruned"] == \
+        [True, True]
+    assert "trained once per seed" in (run / "random" / "rethink.md").read_text()
+    summary = (run / "rethink-summary.md").read_text()
+    assert "| uniform |" in summary and "| random |" in summary
+    # sharing changes no number: a run of its own trains the same Unpruned networks
+    alone = run_rethink(load_config(cfg, ["train.epochs=1"]),
+                        RethinkPlan(method="random", budget=0.5, seeds=2), tmp_path / "alone")
+    assert [(r["seed"], r["test_acc"]) for r in alone.record["runs"]
+            if r["row"] == "Unpruned"] == unpruned[1]
 
 
 def test_input_shape_mismatch_is_a_user_error(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ Scratch-B comparison for one seed method)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 
@@ -54,7 +55,9 @@ def run_report(args: argparse.Namespace) -> int:
 # ---- rethink -------------------------------------------------------------------------------
 def add_rethink_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-method", required=True, metavar="M",
-                   help="one seed method (see 'nas-prune methods'), e.g. l1norm or uniform")
+                   help="a seed method (see 'nas-prune methods'), e.g. l1norm; or a "
+                        "comma-separated list or 'all' (the five pruning methods), each into "
+                        "RUN/<method> with the Unpruned networks trained once, plus a summary")
     p.add_argument("--budget", type=float, required=True, metavar="B",
                    help="target ratio of the base cost (seed_method.metric), e.g. 0.5")
     p.add_argument("--seeds", type=int, default=3, metavar="N",
@@ -96,15 +99,28 @@ def run_rethink(args: argparse.Namespace) -> int:
     from ..seeds import parse_methods
 
     methods = parse_methods(args.seed_method)
-    if len(methods) != 1:
-        raise UserError("--seed-method: rethink compares one method at a time; give one name")
     cfg = resolve_config(args)
-    plan = rethink.RethinkPlan(method=methods[0], budget=args.budget, seeds=args.seeds,
-                       base_epochs=args.base_epochs, finetune_epochs=args.finetune_epochs,
-                       finetune_lr=args.finetune_lr, cut_by=args.cut_by)
-    run_dir = args.run_dir or f"runs/rethink-{plan.method}-{plan.budget:g}"
-    result = rethink.run_rethink(cfg, plan, run_dir, command=_command(args), progress=None,
-                     log=lambda msg: print(msg, flush=True))
+    plans = [rethink.RethinkPlan(method=m, budget=args.budget, seeds=args.seeds,
+                                 base_epochs=args.base_epochs,
+                                 finetune_epochs=args.finetune_epochs,
+                                 finetune_lr=args.finetune_lr, cut_by=args.cut_by)
+             for m in methods]
+    name = "all" if args.seed_method.strip() == "all" else "-".join(methods)
+    run_dir = args.run_dir or f"runs/rethink-{name}-{args.budget:g}"
+    say = functools.partial(print, flush=True)
+    if len(plans) > 1:
+        results, summary = rethink.run_rethink_many(cfg, plans, run_dir, command=_command(args),
+                                                    progress=None, log=say)
+        print()
+        print(f"{len(results)} methods at {args.budget:g} of the base "
+              f"{results[0].record['metric']}; test accuracy mean ± sample std; the gap is "
+              f"Scratch-B minus Fine-tuned, paired by seed, in points")
+        print(table(rethink.summary_rows([r.record for r in results]),
+                    rethink.SUMMARY_HEADERS))
+        print(f"\nwrote {summary} (and .html, .png) and one folder per method in {run_dir}")
+        return 0
+    result = rethink.run_rethink(cfg, plans[0], run_dir, command=_command(args), progress=None,
+                                 log=say)
     rec = result.record
     print()
     print(f"{rec['seed_method']} at {rec['budget']:g} of the base {rec['metric']}, "
