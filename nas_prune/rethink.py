@@ -474,8 +474,11 @@ def _plot(record: dict[str, Any], path: Path) -> Path:
 
 
 # ---- several methods side by side ------------------------------------------------------------
-#: record keys that must agree for methods to share one table; a difference is named in a note
-COMPARABLE = ("dataset", "space", "budget", "metric", "seeds", "epochs", "finetune")
+#: record fields that must agree for methods to share one table; a difference is named in a
+#: note (the method's own base epochs and its Scratch-B epochs may differ legitimately)
+COMPARABLE = (("dataset",), ("space",), ("budget",), ("metric",), ("seeds",),
+              ("epochs", "unpruned"), ("epochs", "finetune"), ("finetune",),
+              ("config", "data"), ("config", "train"))
 
 
 def read_record(run_dir: str | Path) -> dict[str, Any]:
@@ -536,13 +539,27 @@ SUMMARY_HEADERS = ["method", *ROWS, "pruned FLOPs", "Scratch-B - Fine-tuned (poi
 
 
 def _differences(records: list[dict[str, Any]]) -> list[str]:
+    def get(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+        for key in path:
+            record = record.get(key) if isinstance(record, dict) else None
+        return record
+
     notes = []
-    for key in COMPARABLE:
-        values = {json.dumps(r.get(key), sort_keys=True) for r in records}
-        if len(values) > 1:
-            notes.append(f"The runs differ in {key!r} (" + "; ".join(
-                f"{r['seed_method']}: {r.get(key)}" for r in records) + "), so their rows are "
-                "not directly comparable.")
+    for path in COMPARABLE:
+        values = [get(r, path) for r in records]
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1:
+            name = ".".join(path)
+            if all(isinstance(v, dict) for v in values):  # name the sub-keys that differ
+                keys = sorted({k for v in values for k in v
+                               if len({json.dumps(w.get(k), default=str) for w in values}) > 1})
+                name += " (" + ", ".join(keys) + ")"
+                shown = "; ".join(f"{r['seed_method']}: " + ", ".join(
+                    f"{k}={v.get(k)}" for k in keys) for r, v in zip(records, values, strict=True))
+            else:
+                shown = "; ".join(f"{r['seed_method']}: {v}"
+                                  for r, v in zip(records, values, strict=True))
+            notes.append(f"The runs differ in {name!r} ({shown}), so their rows are not "
+                         f"directly comparable.")
     return notes
 
 

@@ -214,6 +214,7 @@ def test_summary_puts_methods_side_by_side(tmp_path: Path, capsys) -> None:
     record = json.loads((real / "rethink.json").read_text())
     # a second method where fine-tuning wins on both seeds, by 0.2 and 0.1: gap -0.15 ± 0.0707
     record.update(seed_method="made_up", wall_time=120.0)
+    record["epochs"].update(method_base=1, scratch_b=[3])  # its own base and Scratch-B epochs
     _set_row(record, "Fine-tuned", [0.8, 0.7])
     _set_row(record, "Scratch-B", [0.6, 0.6])
     other = tmp_path / "runs" / "made_up"
@@ -244,6 +245,11 @@ def test_summary_puts_methods_side_by_side(tmp_path: Path, capsys) -> None:
     out = tmp_path / "summary"
     assert main(["report", str(real), str(other), "--out", str(out)]) == 0
     assert "differ in 'budget'" in (out / "rethink-summary.md").read_text()
+    record["config"]["train"]["lr"] = 0.2
+    (other / "rethink.json").write_text(json.dumps(record))
+    assert main(["report", str(real), str(other), "--out", str(out)]) == 0
+    assert "differ in 'config.train (lr)' (uniform: lr=0.05; made_up: lr=0.2)" in \
+        (out / "rethink-summary.md").read_text()
 
 
 def test_summary_refuses_what_is_not_a_rethink_run(tmp_path: Path, capsys) -> None:
