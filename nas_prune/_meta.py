@@ -8,7 +8,17 @@ import subprocess
 from pathlib import Path
 
 __version__ = "0.1.0"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def data_dir(name: str) -> Path:
+    """``search_spaces`` or ``configs``: the repository's folder in a checkout (and an editable
+    install), else the copy a wheel installs inside the package (``nas_prune/<name>``)."""
+    for candidate in (REPO_ROOT / name, PACKAGE_DIR / name):
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT / name
 
 
 @functools.lru_cache(maxsize=1)

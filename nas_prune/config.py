@@ -15,13 +15,13 @@ from typing import Any
 
 import yaml
 
-from ._meta import REPO_ROOT
+from ._meta import data_dir
 from ._yaml import read_yaml, write_yaml
 from .data import DataConfig
 from .errors import UserError
 from .train import TrainConfig
 
-CONFIGS_DIR = REPO_ROOT / "configs"
+CONFIGS_DIR = data_dir("configs")
 DEFAULT_CONFIG = "default"
 
 

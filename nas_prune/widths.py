@@ -19,13 +19,13 @@ from typing import Any
 from torch import nn
 
 from . import flops as _flops
-from ._meta import REPO_ROOT, code_version
+from ._meta import code_version, data_dir
 from ._yaml import plain, read_yaml, write_yaml
 from .errors import UserError
 from .families import Family, InputShape, Widths, get_family
 
 FORMAT_VERSION = 1
-SPACES_DIR = REPO_ROOT / "search_spaces"
+SPACES_DIR = data_dir("search_spaces")
 
 
 def _input_shape(data: Any, where: str) -> InputShape:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -86,3 +87,15 @@ def test_user_error_in_a_subprocess_has_no_traceback(tmp_path):
     assert proc.stderr.strip().startswith("nas-prune: error:") and "widths.conv2: missing" \
         in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    # `nas-prune spaces | head -1`: the reader leaves after one line; the table is longer than a
+    # pipe buffer only with many spaces, so close the pipe before the command even starts writing
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    proc = subprocess.run([sys.executable, "-m", "nas_prune.cli", "spaces"], stdout=write_fd,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write_fd)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1

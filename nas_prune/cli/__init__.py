@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import UserError
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas-prune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `nas-prune spaces | head -3`: the reader left; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
+        return 1
 
 
 if __name__ == "__main__":
