@@ -62,6 +62,10 @@ class SearchConfig:
     storage: str | None = None  # default sqlite:///RUN/study.db
     study_name: str | None = None
     final_seeds: int = 1
+    # the top-K trials by search validation accuracy are all retrained on the final seeds and the
+    # winner is the one with the highest mean *validation* accuracy there (single objective); 1
+    # keeps the search's own best. Guards against picking a trial that was lucky once.
+    finalists: int = 1
     final_epochs: int | None = None  # base epochs of the final retraining (default train.epochs)
     ray: RayConfig = field(default_factory=RayConfig)
 

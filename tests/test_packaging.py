@@ -40,3 +40,14 @@ def test_data_dirs_resolve_in_a_checkout() -> None:
 
     assert (SPACES_DIR / "vgg_small_fmnist.yaml").is_file()
     assert (CONFIGS_DIR / "default.yaml").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads_and_its_search_settings_check(name: str) -> None:
+    from nas_prune.config import load_config
+    from nas_prune.search.run import check_search_config
+    from nas_prune.widths import SearchSpace
+
+    cfg = load_config(name)
+    check_search_config(cfg)
+    SearchSpace.load(cfg.space)

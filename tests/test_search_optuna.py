@@ -227,3 +227,57 @@ def test_the_default_run_dir_is_not_reused_silently(tmp_path: Path, capsys) -> N
     assert main(["search", *args]) == 0
     assert "this one goes to" in capsys.readouterr().out
     assert (run / "best.yaml").is_file() and (run.with_name("search-2") / "best.yaml").is_file()
+
+
+def test_finalists_pick_the_winner_by_mean_validation_over_the_final_seeds(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    # Final runs of the third distinct width vector trained (the third finalist by search
+    # validation accuracy) score best on validation; the rest score low. It must become "best".
+    real = nas_prune.scratch.train_spec
+    order: list[str] = []
+
+    def wrapped(spec, cfg, **kw):
+        result, extra = real(spec, cfg, **kw)
+        if kw.get("evaluate_test"):
+            key = json.dumps(spec.widths, sort_keys=True)
+            if key not in order:
+                order.append(key)
+            result.val_acc_final = 0.9 if order.index(key) == 2 else 0.1
+        return result, extra
+
+    monkeypatch.setattr(nas_prune.scratch, "train_spec", wrapped)
+    run = tmp_path / "run"
+    assert search(tmp_path, run, "--n-trials", "6", "--final-seeds", "2", "--finalists",
+                  "3") == 0
+    final = read_json(run / "final.json")
+    finalists = final["finalist_trials"]
+    assert len(finalists) == 3
+    # the finalists are the three best distinct trials by search validation accuracy
+    rows = [r for r in read_csv(run) if r["state"] == "COMPLETE"]
+    by_acc = sorted(rows, key=lambda r: (-float(r["val_acc"]), int(r["flops"]),
+                                         int(r["number"])))
+    distinct: list[int] = []
+    for r in by_acc:
+        if all(json.loads(r["widths"]) != json.loads(o["widths"]) for o in by_acc
+               if int(o["number"]) in distinct):
+            distinct.append(int(r["number"]))
+    assert finalists == distinct[:3]
+    names = [r["name"] for r in final["rows"]]
+    assert names[:3] == ["best", "finalist", "finalist"]
+    assert final["rows"][0]["trial"] == finalists[2]
+    assert final["rows"][0]["val_acc"] == pytest.approx(0.9)
+    assert "final seed" in final["best_rule"] and "test split chooses nothing" in \
+        final["best_rule"]
+    best = load_spec(run / "best.yaml")
+    assert best.provenance["trial"] == finalists[2]
+    assert best.metrics["final_val_acc"] == pytest.approx(0.9)
+    # export keeps the finalists' choice (it reads final.json), and does not train
+    assert main(["export", str(run)]) == 0
+    assert load_spec(run / "best.yaml").provenance["trial"] == finalists[2]
+    assert f"best: trial {finalists[2]}" in capsys.readouterr().out
+
+
+def test_finalists_need_the_single_objective(tmp_path: Path, capsys) -> None:
+    assert search(tmp_path, tmp_path / "r", "--objective", "multi", "--finalists", "2") == 2
+    assert "search.finalists" in capsys.readouterr().err
+    assert search(tmp_path, tmp_path / "r", "--finalists", "0") == 2

@@ -122,6 +122,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUN/study.db)")
     p.add_argument("--study", dest="study_name", help="Optuna study name (default: run dir name)")
     p.add_argument("--final-seeds", type=int, help="seeds for retraining best/seeds/uniform")
+    p.add_argument("--finalists", type=int, metavar="K",
+                   help="retrain the top K trials on the final seeds and pick the winner by "
+                        "their mean validation accuracy (default 1: the search's best)")
     p.add_argument("--address", help="Ray: 'auto' or ray://HOST:PORT to join a cluster")
     p.add_argument("--gpus-per-trial", type=float, help="Ray: GPUs per trial (fractions allowed)")
     p.add_argument("--cpus-per-trial", type=float, help="Ray: CPUs per trial")
@@ -168,6 +171,7 @@ def search_overrides(args: argparse.Namespace) -> dict[str, Any]:
                    "sampler": args.sampler, "early_stopping": args.early_stopping,
                    "objective": args.objective, "storage": args.storage,
                    "study_name": args.study_name, "final_seeds": args.final_seeds,
+                   "finalists": args.finalists,
                    "ray": {"address": args.address, "gpus_per_trial": args.gpus_per_trial,
                            "cpus_per_trial": args.cpus_per_trial,
                            "max_concurrent": args.max_concurrent}},

@@ -1,7 +1,10 @@
 """After the search: retrain the winner and the baselines on several seeds, export the results.
 
 The final table compares three kinds of width vector at the same budget: the search's best trial,
-each seed method's proposal, and uniform scaling. Each is trained from scratch ``final_seeds``
+each seed method's proposal, and uniform scaling. With ``search.finalists`` K > 1 the K best
+trials by search validation accuracy are all retrained first and the winner ("best") is the one
+with the highest mean validation accuracy over the final seeds (the others stay in the table as
+"finalist"): one lucky training no longer decides, and the test split still chooses nothing. Each is trained from scratch ``final_seeds``
 times (seeds ``random_seed, random_seed + 1, ...``) for ``search.final_epochs`` base epochs
 (default ``train.epochs``; scaled by the budget rule as in the search, see
 :mod:`nas_prune.search.evaluate`, so the rows at the budget train equally long) on the
@@ -52,6 +55,41 @@ def choose_best(setup: SearchSetup, records: Iterable[TrialRecord]
                        max_cost_ratio=budget_limit(setup))
 
 
+def finalist_records(setup: SearchSetup, records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The ``search.finalists`` best completed trials by search validation accuracy, one per
+    width vector (single objective; empty when fewer than two distinct ones exist, or K = 1)."""
+    k = setup.cfg.search.finalists
+    if k < 2 or setup.cspace.objective != "single":
+        return []
+    out: list[TrialRecord] = []
+    seen: set[str] = set()
+    for r in ranked(records):
+        if _key(r.widths) not in seen:
+            seen.add(_key(r.widths))
+            out.append(r)
+        if len(out) == k:
+            break
+    return out if len(out) > 1 else []
+
+
+def finalists_rule(n_finalists: int, n_seeds: int) -> str:
+    return (f"highest mean validation accuracy over {n_seeds} final seed(s) among the top "
+            f"{n_finalists} trials by search validation accuracy (the test split chooses nothing)")
+
+
+def best_from_final(setup: SearchSetup, records: list[TrialRecord], final: dict[str, Any] | None
+                    ) -> tuple[TrialRecord, str] | None:
+    """The winner a finished finalist round chose (``final.json``), while the study's top trials
+    are still the ones it compared; None otherwise (then the search's own best stands)."""
+    if not final or not final.get("finalist_trials"):
+        return None
+    if [r.number for r in finalist_records(setup, records)] != final["finalist_trials"]:
+        return None
+    row = next((r for r in final.get("rows", []) if r.get("name") == "best"), None)
+    match = [r for r in records if row is not None and r.number == row.get("trial")]
+    return (match[0], final.get("best_rule", "finalists")) if match else None
+
+
 def _key(widths: dict[str, int]) -> str:
     return json.dumps(widths, sort_keys=True)
 
@@ -60,9 +98,11 @@ def _slug(name: str) -> str:
     return name.replace(":", "-")
 
 
-def final_entries(setup: SearchSetup, records: list[TrialRecord], best: TrialRecord | None
+def final_entries(setup: SearchSetup, records: list[TrialRecord], best: TrialRecord | None,
+                  finalists: Iterable[TrialRecord] = ()
                   ) -> list[tuple[str, dict[str, int], TrialRecord | None]]:
-    """(row name, widths, the search trial it came from) for best, each seed, uniform."""
+    """(row name, widths, the search trial it came from) for best, the other finalists, each
+    seed, uniform."""
     baseline_trial: dict[str, TrialRecord] = {}
     for r in sorted(records, key=lambda r: r.number):
         if r.role in ("seed", "uniform") and r.seed_method:
@@ -70,6 +110,8 @@ def final_entries(setup: SearchSetup, records: list[TrialRecord], best: TrialRec
     out: list[tuple[str, dict[str, int], TrialRecord | None]] = []
     if best is not None and best.widths:
         out.append(("best", dict(best.widths), best))
+    out += [("finalist", dict(r.widths), r) for r in finalists
+            if best is None or r.number != best.number]
     for name, widths in setup.cspace.starts.items():
         row = "uniform" if name == UNIFORM else f"seed:{name}"
         out.append((row, dict(widths), baseline_trial.get(name)))
@@ -146,14 +188,29 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
     front of a multi-objective search). Returns (final.json's content, paths written)."""
     run_dir = Path(run_dir)
     best, rule = choose_best(setup, records)
-    done: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # widths -> (final dir, runs)
-    rows = []
-    for name, widths, trial in final_entries(setup, records, best):
+    done: dict[str, tuple[Path, list[dict[str, Any]]]] = {}  # widths -> (final dir, runs)
+
+    def train_once(name: str, widths: dict[str, int], folder: str) -> tuple[Path, list]:
         key = _key(widths)
         if key not in done:
-            sub = run_dir / "final" / _slug(name)
+            sub = run_dir / "final" / folder
             done[key] = (sub, retrain(setup, widths, name=name, out_dir=sub, on_result=on_result))
-        sub, runs = done[key]
+        return done[key]
+
+    finalists = finalist_records(setup, records)
+    if finalists:  # retrain the top trials; the winner has the best mean validation accuracy
+        for r in finalists:
+            train_once(f"trial {r.number}", r.widths, f"trial{r.number:04d}")
+        vals = [_mean_std([run["val_acc"] for run in done[_key(r.widths)][1]])[0]
+                for r in finalists]
+        if any(v is not None for v in vals):
+            pick = max(range(len(finalists)),
+                       key=lambda i: (vals[i] if vals[i] is not None else -math.inf, -i))
+            best = finalists[pick]
+            rule = finalists_rule(len(finalists), setup.cfg.search.final_seeds)
+    rows = []
+    for name, widths, trial in final_entries(setup, records, best, finalists):
+        sub, runs = train_once(name, widths, _slug(name))
         tests = [r["test_acc"] for r in runs]
         mean, std, n = _mean_std(tests)
         val_mean, _, _ = _mean_std([r["val_acc"] for r in runs])
@@ -175,7 +232,8 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
              "epochs_of": "target FLOPs" if setup.cspace.objective == "single"
              and setup.cspace.metric == "flops" else "each row's FLOPs",
              "split": "test", "std": "sample (ddof=1)",
-             "best_rule": rule, "rows": rows}
+             "best_rule": rule, "finalist_trials": [r.number for r in finalists],
+             "rows": rows}
     paths = [write_json(run_dir / FINAL_JSON, final)]
     if best is not None:
         best_row = next(r for r in rows if r["name"] == "best")

@@ -37,7 +37,7 @@ from ..train import resolve_device
 from ..widths import SearchSpace, space_source
 from . import optuna_backend as ob
 from .evaluate import SearchSetup
-from .finalize import choose_best, finalize, write_best, write_pareto, write_top
+from .finalize import best_from_final, choose_best, finalize, write_best, write_pareto, write_top
 from .records import (
     FINAL_JSON,
     SEARCH_JSON,
@@ -53,7 +53,8 @@ BACKENDS = ("optuna", "ray")
 SETUP_JSON = "setup.json"
 # Config keys a resumed search may change: they do not change which candidates mean what.
 RESUMABLE = ("device", "run_dir", "search.n_trials", "search.timeout", "search.final_seeds",
-             "search.final_epochs", "search.storage", "search.study_name", "search.ray")
+             "search.finalists", "search.final_epochs", "search.storage", "search.study_name",
+             "search.ray")
 
 
 class SearchEvents:
@@ -95,6 +96,11 @@ def check_search_config(cfg: Config) -> None:
         raise UserError("search.n_trials: must be >= 1")
     if s.final_seeds < 1:
         raise UserError("search.final_seeds: must be >= 1")
+    if s.finalists < 1:
+        raise UserError("search.finalists: must be >= 1 (1 keeps the search's best trial)")
+    if s.finalists > 1 and s.objective == "multi":
+        raise UserError("search.finalists: applies to the single objective; with --objective "
+                        "multi the Pareto front is exported instead; set it to 1")
     if s.timeout is not None and s.timeout <= 0:
         raise UserError("search.timeout: must be a positive number of seconds (or null)")
     ob.make_sampler(s.sampler, seed=0, objective=s.objective, n_trials=s.n_trials,
@@ -249,7 +255,7 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
     info = read_json(run_dir / SEARCH_JSON) or {}
     info.update({"finished": _now(), "state_counts": state_counts(records)})
     write_json(run_dir / SEARCH_JSON, info)
-    best, _ = choose_best(setup, records)
+    best, _ = best_from_final(setup, records, final) or choose_best(setup, records)
     return SearchResult(run_dir, setup, records, best, final, paths)
 
 
@@ -401,8 +407,8 @@ def export_run(run_dir: str | Path, *, top: int | None = None, pareto: bool = Fa
     run_dir = Path(run_dir)
     info, setup, records = load_run(run_dir, storage=storage)
     paths = list(write_records(run_dir, records))
-    best, rule = choose_best(setup, records)
     final = read_json(run_dir / FINAL_JSON)
+    best, rule = best_from_final(setup, records, final) or choose_best(setup, records)
     final_row = None
     if final is not None and best is not None:
         final_row = next((r for r in final.get("rows", []) if r.get("name") == "best"
