@@ -33,18 +33,23 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def export_onnx(model: nn.Module, spec: ArchSpec, path: str | Path) -> Path:
-    """ONNX export with a dynamic batch dimension (needs the ``onnx`` extra)."""
+    """ONNX export with a dynamic batch dimension (needs the ``onnx`` extra).
+
+    Uses torch's ``torch.export``-based exporter (``dynamo=True``); the TorchScript one is
+    deprecated. Input ``images`` (N, C, H, W) float32, output ``logits`` (N, classes).
+    """
     try:
         import onnx  # noqa: F401
+        import onnxscript  # noqa: F401  (the exporter's dependency)
     except ImportError:
-        raise UserError("--onnx: the onnx package is missing; pip install 'nas-prune[onnx]'"
-                        ) from None
+        raise UserError("--onnx: the onnx/onnxscript packages are missing; pip install "
+                        "'nas-prune[onnx]'") from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     s = spec.input
     x = torch.zeros(2, s.channels, s.size, s.size)
     model = model.cpu().eval()
     torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                      dynamo=False)
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                      verbose=False)
     return path

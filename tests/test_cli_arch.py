@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from nas_prune import build_model
@@ -43,6 +44,32 @@ def test_build_and_onnx(tmp_path, capsys, tiny_resnet_space):
     arch = tiny_resnet_space.spec(tiny_resnet_space.base_widths()).save(tmp_path / "r.yaml")
     code, out, _ = run_cli(["build", arch, "--onnx", tmp_path / "r.onnx"], capsys)
     assert code == 0 and "OK" in out and (tmp_path / "r.onnx").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("space", ["tiny_resnet_space", "tiny_vgg_space"])
+def test_onnx_computes_what_the_model_computes(tmp_path, space, request):
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    from nas_prune.export import export_onnx
+
+    sp = request.getfixturevalue(space)
+    spec = sp.spec(sp.base_widths())
+    torch.manual_seed(0)
+    model = spec.build().eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics, so folding errors would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    path = export_onnx(model, spec, tmp_path / "m.onnx")
+    onnx.checker.check_model(onnx.load(path))
+    s = spec.input
+    x = torch.randn(5, s.channels, s.size, s.size)  # exported with batch 2: the batch is dynamic
+    (got,) = ReferenceEvaluator(str(path)).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        want = model(x)
+    assert got.shape == tuple(want.shape)
+    assert torch.allclose(torch.from_numpy(got), want, atol=1e-5, rtol=1e-4)
 
 
 def test_train_command_on_synthetic(tmp_path, capsys, tiny_space_file):
