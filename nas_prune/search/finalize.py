@@ -4,15 +4,16 @@ The final table compares three kinds of width vector at the same budget: the sea
 each seed method's proposal, and uniform scaling. With ``search.finalists`` K > 1 the K best
 trials by search validation accuracy are all retrained first and the winner ("best") is the one
 with the highest mean validation accuracy over the final seeds (the others stay in the table as
-"finalist"): one lucky training no longer decides, and the test split still chooses nothing. Each is trained from scratch ``final_seeds``
-times (seeds ``random_seed, random_seed + 1, ...``) for ``search.final_epochs`` base epochs
-(default ``train.epochs``; scaled by the budget rule as in the search, see
-:mod:`nas_prune.search.evaluate`, so the rows at the budget train equally long) on the
-training split and scored on the **test** split, which nothing before this step has touched.
-Equal width vectors (a best trial that is a baseline, or ``--seed-method uniform``) are trained
-once and share their numbers, and a final run that a resumed search finds already finished (same
-widths, seed, epochs, data and recipe in ``RUN/final/``) is reused, not repeated. Accuracies are reported as mean +- sample standard deviation
-(ddof = 1) over the n seeds, with n stated.
+"finalist"): one lucky training no longer decides, and the test split still chooses nothing.
+Each row is trained from scratch ``final_seeds`` times (seeds ``random_seed, random_seed + 1,
+...``) for ``search.final_epochs`` base epochs (default ``train.epochs``; scaled by the budget
+rule as in the search, see :mod:`nas_prune.search.evaluate`, so the rows at the budget train
+equally long) on the training split and scored on the **test** split, which nothing before this
+step has touched. Equal width vectors (a best trial that is a baseline, or ``--seed-method
+uniform``) are trained once and share their numbers, and a final run that a resumed search finds
+already finished (same widths, seed, epochs, data and recipe in ``RUN/final/``) is reused, not
+repeated. Accuracies are reported as mean +- sample standard deviation (ddof = 1) over the n
+seeds, with n stated.
 
 Writes ``RUN/final.json``, ``RUN/final/<name>/seed<k>/`` (model.pt, model.yaml, config.yaml of
 every final model), ``RUN/best.yaml`` (the winner with its validation and test results and full
