@@ -181,8 +181,9 @@ def run_rethink(cfg: Config, plan: RethinkPlan, run_dir: str | Path, *,
 
     ``unpruned``: Unpruned networks already trained under this ``cfg`` and plan, by seed
     (``{"state": state_dict, "entry": run record}``); a seed found there is not trained again,
-    and each seed trained here is added. Training is seeded and deterministic on one device, so
-    sharing them across methods (:func:`run_rethink_many`) changes no number, only the time.
+    and each seed trained here is added. It is the network a separate run would train (same
+    seed, recipe and data), so sharing it across methods (:func:`run_rethink_many`) saves its
+    training time; a separate run reproduces it up to floating-point nondeterminism.
     """
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
@@ -421,8 +422,8 @@ def _markdown(record: dict[str, Any], plot: Path) -> Page:
     notes += [f"{r['row']} {m}" for r in record["rows"] for m in r["failed"]]
     if any(r.get("shared") for r in record["runs"]):
         notes.append("Unpruned: trained once per seed for every method of the same "
-                     "'nas-prune rethink' call (seeded and deterministic, so the numbers are "
-                     "those a separate run gives); its wall time is not in this run's total.")
+                     "'nas-prune rethink' call (the same seeded recipe a separate run trains); "
+                     "its wall time is not in this run's total.")
     hw = record["hardware"]
     notes.append(f"Command: {record['command'] or '-'}; wall time {record['wall_time']:.1f}s on "
                  f"{hw['device']} ({hw['gpu'] or hw['cpu']}, {hw['torch_threads']} threads); "

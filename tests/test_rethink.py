@@ -155,8 +155,18 @@ def test_cli_rethink(tmp_path: Path, capsys) -> None:
     assert "twice" in capsys.readouterr().err
 
 
-def test_rethink_of_several_methods_trains_unpruned_once(tmp_path: Path, capsys,
-                                                          monkeypatch) -> None:
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: training is then bitwise reproducible on the CPU (with several
+    threads, runs under load have been seen to differ in the last digits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_rethink_of_several_methods_trains_unpruned_once(tmp_path: Path, capsys, monkeypatch,
+                                                          one_thread) -> None:
     import nas_prune.rethink as rethink_module
 
     calls: list[str] = []
