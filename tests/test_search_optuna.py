@@ -229,12 +229,15 @@ def test_the_default_run_dir_is_not_reused_silently(tmp_path: Path, capsys) -> N
     assert (run / "best.yaml").is_file() and (run.with_name("search-2") / "best.yaml").is_file()
 
 
+@pytest.mark.parametrize("winner", ["third finalist", "uniform"])
 def test_finalists_pick_the_winner_by_mean_validation_over_the_final_seeds(
-        tmp_path: Path, monkeypatch, capsys) -> None:
-    # Final runs of the third distinct width vector trained (the third finalist by search
-    # validation accuracy) score best on validation; the rest score low. It must become "best".
+        tmp_path: Path, monkeypatch, capsys, winner: str) -> None:
+    # Final runs of one width vector score best on validation, the rest low: the third distinct
+    # vector trained (the third finalist by search validation accuracy), or uniform's proposal
+    # (a baseline, retrained for the table anyway). It must become "best".
     real = nas_prune.scratch.train_spec
     order: list[str] = []
+    run = tmp_path / "run"
 
     def wrapped(spec, cfg, **kw):
         result, extra = real(spec, cfg, **kw)
@@ -242,11 +245,14 @@ def test_finalists_pick_the_winner_by_mean_validation_over_the_final_seeds(
             key = json.dumps(spec.widths, sort_keys=True)
             if key not in order:
                 order.append(key)
-            result.val_acc_final = 0.9 if order.index(key) == 2 else 0.1
+            if winner == "uniform":
+                wins = spec.widths == load_spec(run / "proposals" / "uniform.yaml").widths
+            else:
+                wins = order.index(key) == 2
+            result.val_acc_final = 0.9 if wins else 0.1
         return result, extra
 
     monkeypatch.setattr(nas_prune.scratch, "train_spec", wrapped)
-    run = tmp_path / "run"
     assert search(tmp_path, run, "--n-trials", "6", "--final-seeds", "2", "--finalists",
                   "3") == 0
     final = read_json(run / "final.json")
@@ -262,19 +268,22 @@ def test_finalists_pick_the_winner_by_mean_validation_over_the_final_seeds(
                if int(o["number"]) in distinct):
             distinct.append(int(r["number"]))
     assert finalists == distinct[:3]
-    names = [r["name"] for r in final["rows"]]
-    assert names[:3] == ["best", "finalist", "finalist"]
-    assert final["rows"][0]["trial"] == finalists[2]
+    expected = finalists[2] if winner == "third finalist" else \
+        next(int(r["number"]) for r in rows if r["role"] == "uniform")
+    assert final["rows"][0]["name"] == "best" and final["rows"][0]["trial"] == expected
+    assert [r["name"] for r in final["rows"]].count("finalist") == \
+        len([f for f in finalists if f != expected])
     assert final["rows"][0]["val_acc"] == pytest.approx(0.9)
     assert "final seed" in final["best_rule"] and "test split chooses nothing" in \
         final["best_rule"]
     best = load_spec(run / "best.yaml")
-    assert best.provenance["trial"] == finalists[2]
+    assert best.provenance["trial"] == expected
     assert best.metrics["final_val_acc"] == pytest.approx(0.9)
     # export keeps the finalists' choice (it reads final.json), and does not train
+    capsys.readouterr()
     assert main(["export", str(run)]) == 0
-    assert load_spec(run / "best.yaml").provenance["trial"] == finalists[2]
-    assert f"best: trial {finalists[2]}" in capsys.readouterr().out
+    assert load_spec(run / "best.yaml").provenance["trial"] == expected
+    assert f"best: trial {expected} " in capsys.readouterr().out
 
 
 def test_finalists_need_the_single_objective(tmp_path: Path, capsys) -> None:

@@ -4,7 +4,8 @@ The final table compares three kinds of width vector at the same budget: the sea
 each seed method's proposal, and uniform scaling. With ``search.finalists`` K > 1 the K best
 trials by search validation accuracy are all retrained first and the winner ("best") is the one
 with the highest mean validation accuracy over the final seeds (the others stay in the table as
-"finalist"): one lucky training no longer decides, and the test split still chooses nothing.
+"finalist"); the seed proposal(s) and uniform, retrained for the table anyway, compete too. One
+lucky training no longer decides, and the test split still chooses nothing.
 Each row is trained from scratch ``final_seeds`` times (seeds ``random_seed, random_seed + 1,
 ...``) for ``search.final_epochs`` base epochs (default ``train.epochs``; scaled by the budget
 rule as in the search, see :mod:`nas_prune.search.evaluate`, so the rows at the budget train
@@ -75,7 +76,8 @@ def finalist_records(setup: SearchSetup, records: Iterable[TrialRecord]) -> list
 
 def finalists_rule(n_finalists: int, n_seeds: int) -> str:
     return (f"highest mean validation accuracy over {n_seeds} final seed(s) among the top "
-            f"{n_finalists} trials by search validation accuracy (the test split chooses nothing)")
+            f"{n_finalists} trials by search validation accuracy, the seed proposal(s) and "
+            f"uniform (the test split chooses nothing)")
 
 
 def best_from_final(setup: SearchSetup, records: list[TrialRecord], final: dict[str, Any] | None
@@ -199,15 +201,23 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
         return done[key]
 
     finalists = finalist_records(setup, records)
-    if finalists:  # retrain the top trials; the winner has the best mean validation accuracy
+    if finalists:
+        # retrain the top trials, then the baselines (retrained for the table anyway); the
+        # winner among them has the best mean validation accuracy over the final seeds
+        pool = list(finalists)
         for r in finalists:
             train_once(f"trial {r.number}", r.widths, f"trial{r.number:04d}")
+        for name, widths, trial in final_entries(setup, records, None):
+            train_once(name, widths, _slug(name))
+            if trial is not None and trial.state == "COMPLETE" and \
+                    all(_key(p.widths) != _key(trial.widths) for p in pool):
+                pool.append(trial)
         vals = [_mean_std([run["val_acc"] for run in done[_key(r.widths)][1]])[0]
-                for r in finalists]
+                for r in pool]
         if any(v is not None for v in vals):
-            pick = max(range(len(finalists)),
+            pick = max(range(len(pool)),
                        key=lambda i: (vals[i] if vals[i] is not None else -math.inf, -i))
-            best = finalists[pick]
+            best = pool[pick]
             rule = finalists_rule(len(finalists), setup.cfg.search.final_seeds)
     rows = []
     for name, widths, trial in final_entries(setup, records, best, finalists):
