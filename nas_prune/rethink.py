@@ -65,6 +65,8 @@ __all__ = ["CUT_BY", "ROWS", "SUMMARY_HEADERS", "TABLE_HEADERS", "RethinkPlan", 
            "summary_rows", "table_rows", "write_summary"]
 
 ROWS = ("Unpruned", "Fine-tuned", "Scratch-E", "Scratch-B")
+ROW_COLORS = {"Unpruned": "tab:gray", "Fine-tuned": "tab:purple", "Scratch-E": "tab:blue",
+              "Scratch-B": "tab:green"}
 CUT_BY = ("auto", "scores", "l1norm")
 
 
@@ -447,11 +449,11 @@ def _plot(record: dict[str, Any], path: Path) -> Path:
     rows = record["rows"]
     fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    colors = ["tab:gray", "tab:purple", "tab:blue", "tab:green"]
     xs = range(len(rows))
     means = [100 * r["mean"] if r["mean"] is not None else 0.0 for r in rows]
     errs = [100 * r["std"] if r["std"] is not None else 0.0 for r in rows]
-    ax.bar(xs, means, yerr=errs, capsize=6, color=colors, edgecolor="black", alpha=0.85)
+    ax.bar(xs, means, yerr=errs, capsize=6, color=[ROW_COLORS[r["row"]] for r in rows],
+           edgecolor="black", alpha=0.85)
     points = []
     for x, r in zip(xs, rows, strict=True):
         vals = [100 * v for v in r["test_acc"] if v is not None]
@@ -460,13 +462,9 @@ def _plot(record: dict[str, Any], path: Path) -> Path:
                    label="one seed" if x == 0 else None)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([f"{r['row']}\n{_epoch_label(record, r)}, n={r['n']}" for r in rows])
-    if points:
-        lo = min(points + [m - e for m, e in zip(means, errs, strict=True) if m])
-        hi = max(points + [m + e for m, e in zip(means, errs, strict=True)])
-        pad = max(1.0, 0.25 * (hi - lo))
-        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
-    truncated = ax.get_ylim()[0] > 0
-    ax.set_ylabel("test accuracy (%)" + (" - axis does not start at 0" if truncated else ""))
+    bars = [m - e for m, e in zip(means, errs, strict=True) if m] + \
+        [m + e for m, e in zip(means, errs, strict=True)]
+    _accuracy_axis(ax, points + bars if points else [])
     ax.set_title(f"{record['seed_method']} at {record['budget']:g} of the base "
                  f"{record['metric']} ({record['dataset']}, {record['space']})")
     ax.grid(axis="y", alpha=0.3)
@@ -529,10 +527,16 @@ def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
         if gap[0] is not None and gap[1] is not None and abs(gap[0]) < gap[1]:
             held += " (within the seed spread)"
         out.append([rec["seed_method"]] + [fmt_mean_std(rows[r]["test_acc"]) for r in ROWS]
-                   + [f"{min(ratios):.1%}" if len(set(ratios)) <= 1 and ratios else
-                      (f"{min(ratios):.1%}-{max(ratios):.1%}" if ratios else "-"),
-                      _gap_text(gap), held, f"{rec.get('wall_time', 0) / 60:.1f}"])
+                   + [_ratio_span(ratios), _gap_text(gap), held,
+                      f"{rec.get('wall_time', 0) / 60:.1f}"])
     return out
+
+
+def _ratio_span(ratios: list[float]) -> str:
+    if not ratios:
+        return "-"
+    lo, hi = min(ratios), max(ratios)
+    return f"{lo:.1%}" if lo == hi else f"{lo:.1%}-{hi:.1%}"
 
 
 SUMMARY_HEADERS = ["method", *ROWS, "pruned FLOPs", "Scratch-B - Fine-tuned (points)",
@@ -601,8 +605,6 @@ def _summary_plot(records: list[dict[str, Any]], path: Path) -> Path:
 
     fig = Figure(figsize=(max(6.5, 1.6 * len(records) + 2), 4.4), layout="constrained")
     ax = fig.add_subplot()
-    colors = {"Unpruned": "tab:gray", "Fine-tuned": "tab:purple", "Scratch-E": "tab:blue",
-              "Scratch-B": "tab:green"}
     width = 0.8 / len(ROWS)
     values = []
     for k, row in enumerate(ROWS):
@@ -612,21 +614,27 @@ def _summary_plot(records: list[dict[str, Any]], path: Path) -> Path:
             mean, std, _ = mean_std(accs)
             x = i + (k - (len(ROWS) - 1) / 2) * width
             if mean is not None:
-                ax.bar(x, mean, width, yerr=std or 0.0, capsize=3, color=colors[row],
+                ax.bar(x, mean, width, yerr=std or 0.0, capsize=3, color=ROW_COLORS[row],
                        edgecolor="black", alpha=0.85, label=row if i == 0 else None)
                 values += accs + [mean - (std or 0.0)]
             ax.scatter([x] * len(accs), accs, color="black", s=8, zorder=3)
     ax.set_xticks(range(len(records)))
     ax.set_xticklabels([r["seed_method"] for r in records])
-    if values:
-        lo, hi = min(values), max(values)
-        pad = max(1.0, 0.2 * (hi - lo))
-        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
-    truncated = ax.get_ylim()[0] > 0
-    ax.set_ylabel("test accuracy (%)" + (" - axis does not start at 0" if truncated else ""))
+    _accuracy_axis(ax, values)
     first = records[0]
     ax.set_title(f"Liu et al.'s comparison at {first['budget']:g} of the base {first['metric']} "
                  f"({first['dataset']}, {first['space']})")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncols=len(ROWS), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     return save_figure(fig, path)
+
+
+def _accuracy_axis(ax, values: list[float]) -> None:
+    """Y range around ``values`` (accuracies in %, padded, within 0-100); the label says when
+    the axis does not start at 0."""
+    if values:
+        lo, hi = min(values), max(values)
+        pad = max(1.0, 0.25 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    truncated = ax.get_ylim()[0] > 0
+    ax.set_ylabel("test accuracy (%)" + (" - axis does not start at 0" if truncated else ""))

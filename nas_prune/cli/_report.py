@@ -8,6 +8,7 @@ import argparse
 import functools
 import os
 import shlex
+from pathlib import Path
 
 from ..errors import UserError
 from ._common import add_config_arguments, resolve_config, table
@@ -24,8 +25,6 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     dirs = [Path(d) for d in args.run_dirs]
     rethink_runs = [(d / "rethink.json").is_file() for d in dirs]
     if any(rethink_runs):
