@@ -40,3 +40,32 @@ def code_version() -> dict[str, str | None]:
 
     return {"nas_prune": __version__, "git": git_revision(), "torch": torch.__version__,
             "python": platform.python_version()}
+
+
+def now() -> str:
+    """The local time with its UTC offset, to the second: every timestamp the project writes."""
+    import datetime as _dt
+
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device) -> dict[str, object]:
+    """What a run ran on: the torch device, the CPU model and count, the GPU's name."""
+    import os
+
+    import torch
+
+    device = torch.device(device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"device": str(device), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "gpu": gpu}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from nas_prune._yaml import write_yaml
 from nas_prune.cli import main
+from nas_prune.rundir import best_record, pareto_front, ranked
 from nas_prune.search import CSV_FIELDS, TrialRecord, read_records, write_records
-from nas_prune.search.records import best_record, pareto_front, ranked
 
 TINY = {"family": "vgg", "args": {"cfg": "vgg_tiny", "head": "slimming"},
         "input": {"channels": 1, "size": 12, "classes": 4}, "divisor": 1, "min_width": 2,

@@ -12,7 +12,7 @@ import nas_prune.scratch
 from nas_prune import build_model, load_spec
 from nas_prune._yaml import write_yaml
 from nas_prune.cli import main
-from nas_prune.search.records import CSV_FIELDS, read_json
+from nas_prune.rundir import CSV_FIELDS, read_json
 from nas_prune.seeds._base import check_budget
 from nas_prune.widths import SearchSpace
 

@@ -14,7 +14,7 @@ import pytest
 
 from nas_prune import build_model, load_spec
 from nas_prune.cli import main
-from nas_prune.search.records import read_json
+from nas_prune.rundir import read_json
 
 from .test_search_common import read_csv, search
 

@@ -243,7 +243,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def _counts(records) -> dict[str, int]:
-    from ..search.records import state_counts
+    from ..rundir import state_counts
 
     return state_counts(records)
 

@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+from ..rundir import CSV_FIELDS, STATES, TrialRecord, read_records, write_records
 from .evaluate import Outcome, SearchSetup, train_candidate
-from .records import CSV_FIELDS, STATES, TrialRecord, read_records, write_records
 from .run import (
     BACKENDS,
     SearchEvents,

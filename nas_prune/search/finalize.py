@@ -38,9 +38,9 @@ from .. import scratch
 from .._yaml import read_yaml
 from ..config import to_dict
 from ..errors import UserError
+from ..rundir import FINAL_JSON, TrialRecord, best_record, pareto_front, ranked, write_json
 from ..widths import ArchSpec
 from .evaluate import SearchSetup
-from .records import FINAL_JSON, TrialRecord, best_record, pareto_front, ranked, write_json
 from .space import UNIFORM
 
 OnResult = Callable[[str, int, dict[str, Any]], None]

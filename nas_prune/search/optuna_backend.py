@@ -37,8 +37,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import UserError
+from ..rundir import TrialRecord
 from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
-from .records import TrialRecord
 
 SAMPLERS = ("tpe", "cmaes", "random", "nsga2")
 EARLY_STOPPING = ("median", "halving", "none")

@@ -20,7 +20,7 @@ The same candidate space and sampler as the Optuna backend run inside Ray Tune:
   which nas-prune must be installed) and reports that cluster's dashboard.
 * Results live under ``RUN/ray/tune`` (``RunConfig(storage_path=...)``); ``--resume`` continues
   them with ``Tuner.restore``. A driver-side callback turns every finished trial into a
-  :class:`~nas_prune.search.records.TrialRecord` and rewrites ``RUN/trials.csv``/``.jsonl``.
+  :class:`~nas_prune.rundir.TrialRecord` and rewrites ``RUN/trials.csv``/``.jsonl``.
 
 A rejected or failed trial tells the sampler an objective of 0 (no accuracy): it ranks below
 every trained candidate, as a pruned trial does in the Optuna backend. Its record keeps
@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..rundir import TrialRecord, read_json, read_records, write_records
 from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
 from .optuna_backend import make_sampler
-from .records import TrialRecord, read_json, read_records, write_records
 
 EXPERIMENT = "tune"
 METRIC = "objective"

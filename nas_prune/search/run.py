@@ -2,7 +2,7 @@
 
 :func:`run_search`: seed proposals (and uniform) at the budget -> the candidate space -> the
 backend (Optuna or Ray) runs the trials -> the winner and the baselines are retrained on several
-seeds and scored on the test split -> the run directory (see :mod:`nas_prune.search.records`):
+seeds and scored on the test split -> the run directory (see :mod:`nas_prune.rundir`):
 
 * ``config.yaml`` (resolved config), ``setup.json`` (config + candidate space, what workers and
   Ray trials rebuild the search from), ``search.json`` (command, backend, budget, costs, times,
@@ -30,15 +30,7 @@ from typing import Any
 from .._meta import code_version
 from ..config import Config, save_config, to_dict
 from ..errors import UserError
-from ..scratch import data_for
-from ..seeds import ProposalRun, SeedContext, get_method, parse_methods, propose
-from ..seeds import check_budget as _check_budget
-from ..train import resolve_device
-from ..widths import SearchSpace, space_source
-from . import optuna_backend as ob
-from .evaluate import SearchSetup
-from .finalize import best_from_final, choose_best, finalize, write_best, write_pareto, write_top
-from .records import (
+from ..rundir import (
     FINAL_JSON,
     SEARCH_JSON,
     TrialRecord,
@@ -47,6 +39,14 @@ from .records import (
     write_json,
     write_records,
 )
+from ..scratch import data_for
+from ..seeds import ProposalRun, SeedContext, get_method, parse_methods, propose
+from ..seeds import check_budget as _check_budget
+from ..train import resolve_device
+from ..widths import SearchSpace, space_source
+from . import optuna_backend as ob
+from .evaluate import SearchSetup
+from .finalize import best_from_final, choose_best, finalize, write_best, write_pareto, write_top
 from .space import OBJECTIVES, UNIFORM, CandidateSpace
 
 BACKENDS = ("optuna", "ray")
