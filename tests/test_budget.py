@@ -7,14 +7,14 @@ import itertools
 import pytest
 import torch
 
-from nas_prune.errors import UserError
-from nas_prune.seeds._base import (
+from nas_prune.budget import (
     BUDGET_TOLERANCE,
     check_budget,
     fit_threshold,
     kept_counts,
     uniform_widths,
 )
+from nas_prune.errors import UserError
 from nas_prune.widths import SearchSpace
 
 

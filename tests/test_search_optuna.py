@@ -11,9 +11,9 @@ import pytest
 import nas_prune.scratch
 from nas_prune import build_model, load_spec
 from nas_prune._yaml import write_yaml
+from nas_prune.budget import check_budget
 from nas_prune.cli import main
 from nas_prune.rundir import CSV_FIELDS, read_json
-from nas_prune.seeds._base import check_budget
 from nas_prune.widths import SearchSpace
 
 from .test_search_common import TINY, read_csv, search, storage_of, tiny_args, tiny_space_file

@@ -7,10 +7,10 @@ import random
 import optuna
 import pytest
 
+from nas_prune.budget import check_budget
 from nas_prune.search import CandidateSpace
 from nas_prune.search.space import KEEP, MULT, START
 from nas_prune.seeds import uniform_widths
-from nas_prune.seeds._base import check_budget
 from nas_prune.widths import SearchSpace, space_source
 
 from .test_search_common import TINY

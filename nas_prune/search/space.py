@@ -33,9 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..budget import refine_to_budget
 from ..errors import UserError
 from ..families import Widths
-from ..seeds._base import refine_to_budget
 from ..widths import SearchSpace
 
 START = "start"

@@ -6,16 +6,9 @@ network with the method's regulariser, then asks the method for a proposal at th
 
 from __future__ import annotations
 
+from ..budget import BUDGET_TOLERANCE, check_budget, fit_threshold, uniform_widths
 from ..errors import UserError
-from ._base import (
-    BUDGET_TOLERANCE,
-    Proposal,
-    SeedContext,
-    SeedMethod,
-    check_budget,
-    fit_threshold,
-    uniform_widths,
-)
+from ._base import Proposal, SeedContext, SeedMethod
 from ._basenet import ProposalRun, propose, trained_base
 from .autopruner import AutoPruner
 from .l1norm import L1Norm

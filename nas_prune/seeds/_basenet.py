@@ -115,7 +115,7 @@ def propose(method: SeedMethod, ctx: SeedContext, budget: float, *, base_epochs:
             checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
             data_cfg: DataConfig | None = None, progress: bool | None = None) -> ProposalRun:
     """Get the base network (unless the method needs none) and ask for a proposal."""
-    from ._base import check_budget
+    from ..budget import check_budget
 
     check_budget(ctx.space, budget, ctx.metric)  # fail before any training
     model, source, base_s, info = None, "none", 0.0, {}

@@ -54,18 +54,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..budget import check_budget, fit_scalar, fit_threshold
 from ..errors import UserError
 from ..train import TrainHooks, train
 from ..widths import SearchSpace
-from ._base import (
-    Proposal,
-    SeedContext,
-    SeedMethod,
-    check_budget,
-    fit_scalar,
-    fit_threshold,
-    make_proposal,
-)
+from ._base import Proposal, SeedContext, SeedMethod, make_proposal
 
 NEAR_BINARY = 0.05  # a gate within this of 0 or 1 counts as binary
 

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..budget import check_budget, fit_scalar, fit_threshold
 from ..data import Split
 from ..errors import UserError
 from ..train import evaluate
@@ -45,9 +46,6 @@ from ._base import (
     SeedContext,
     SeedMethod,
     aggregate_layers,
-    check_budget,
-    fit_scalar,
-    fit_threshold,
     make_proposal,
     normalise_groups,
 )

@@ -42,16 +42,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..budget import check_budget, fit_threshold
 from ..errors import UserError
 from ._activations import ConsumerSamples, sample_groups
-from ._base import (
-    Proposal,
-    SeedContext,
-    SeedMethod,
-    check_budget,
-    fit_threshold,
-    make_proposal,
-)
+from ._base import Proposal, SeedContext, SeedMethod, make_proposal
 
 ALPHA_FLOOR = 1e-7  # score 0 point of the alpha lattice
 ALPHA_MIN = 1e-6  # smallest alpha on the path

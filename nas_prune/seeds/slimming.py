@@ -32,11 +32,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..budget import fit_threshold
 from ..errors import UserError
 from ..families import Widths
 from ..train import TrainHooks
 from ..widths import SearchSpace
-from ._base import Proposal, SeedContext, SeedMethod, fit_threshold, group_modules, make_proposal
+from ._base import Proposal, SeedContext, SeedMethod, group_modules, make_proposal
 
 #: Lambda of the sparsity term in the paper: VGG 1e-4; ResNet and DenseNet 1e-5.
 SPARSITY_PLAIN = 1e-4

@@ -40,17 +40,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..budget import check_budget, fit_scalar, fit_threshold
 from ..errors import UserError
 from ._activations import ConsumerSamples, sample_groups
-from ._base import (
-    Proposal,
-    SeedContext,
-    SeedMethod,
-    check_budget,
-    fit_scalar,
-    fit_threshold,
-    make_proposal,
-)
+from ._base import Proposal, SeedContext, SeedMethod, make_proposal
 
 ALLOCATIONS = ("ratio", "error")
 TIE_BREAK = 1e-6

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import Proposal, SeedContext, SeedMethod, fit_scalar, make_proposal
+from ..budget import fit_scalar
+from ._base import Proposal, SeedContext, SeedMethod, make_proposal
 
 
 class Uniform(SeedMethod):

@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..budget import BUDGET_TOLERANCE
 from ..data import DataConfig, Splits, load_data
 from ..seeds import SEED_METHODS, Proposal, ProposalRun, SeedContext, SeedMethod, get_method
 from ..seeds import propose as seeds_propose
-from ..seeds._base import BUDGET_TOLERANCE
 from ..seeds._basenet import trained_base
 from ..train import TrainConfig
 from ..widths import SearchSpace
