@@ -271,11 +271,16 @@ def test_finalists_pick_the_winner_by_mean_validation_over_the_final_seeds(
     expected = finalists[2] if winner == "third finalist" else \
         next(int(r["number"]) for r in rows if r["role"] == "uniform")
     assert final["rows"][0]["name"] == "best" and final["rows"][0]["trial"] == expected
-    assert [r["name"] for r in final["rows"]].count("finalist") == \
-        len([f for f in finalists if f != expected])
+    # the other finalists are not retrained on the evaluation seeds: the round that chose the
+    # winner ran on the selection seeds, disjoint from the evaluation seeds
+    assert [r["name"] for r in final["rows"]].count("finalist") == 0
+    selection = final["selection"]
+    assert selection["winner"] == expected and selection["pool"][0]["trial"] == expected
+    assert not set(selection["seeds"]) & set(final["seeds"])
+    assert all(set(r["seeds"]) == set(final["seeds"]) for r in final["rows"])
     assert final["rows"][0]["val_acc"] == pytest.approx(0.9)
-    assert "final seed" in final["best_rule"] and "test split chooses nothing" in \
-        final["best_rule"]
+    assert "selection seed" in final["best_rule"] and "test split and the evaluation seeds " \
+        "choose nothing" in final["best_rule"]
     best = load_spec(run / "best.yaml")
     assert best.provenance["trial"] == expected
     assert best.metrics["final_val_acc"] == pytest.approx(0.9)

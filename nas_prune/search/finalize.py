@@ -2,19 +2,27 @@
 
 The final table compares three kinds of width vector at the same budget: the search's best trial,
 each seed method's proposal, and uniform scaling. With ``search.finalists`` K > 1 the K best
-trials by search validation accuracy are all retrained first and the winner ("best") is the one
-with the highest mean validation accuracy over the final seeds (the others stay in the table as
-"finalist"); the seed proposal(s) and uniform, retrained for the table anyway, compete too. One
-lucky training no longer decides, and the test split still chooses nothing.
-Each row is trained from scratch ``final_seeds`` times (seeds ``random_seed, random_seed + 1,
-...``) for ``search.final_epochs`` base epochs (default ``train.epochs``; scaled by the budget
+trials by search validation accuracy, the seed proposal(s) and uniform are first retrained on
+the *selection seeds* (:func:`selection_seeds`), and the winner ("best") is the one with the
+highest mean validation accuracy there (``final.json``'s ``selection`` keeps every run of that
+round). One lucky training no longer decides, and neither the test split nor the evaluation
+seeds choose anything.
+Each row is trained from scratch ``final_seeds`` times on the **evaluation seeds**
+:func:`final_seeds` (``random_seed + FINAL_SEED_OFFSET + k``), which no search trial ever uses
+(search trials train with :func:`search_seeds`, below the offset): the run that selected a
+candidate never counts as its evaluation, and every row gets the same seeds, so rows are compared
+seed by seed (paired). Rows train for ``search.final_epochs`` base epochs (default ``train.epochs``; scaled by the budget
 rule as in the search, see :mod:`nas_prune.search.evaluate`, so the rows at the budget train
 equally long) on the training split and scored on the **test** split, which nothing before this
 step has touched. Equal width vectors (a best trial that is a baseline, or ``--seed-method
 uniform``) are trained once and share their numbers, and a final run that a resumed search finds
 already finished (same widths, seed, epochs, data and recipe in ``RUN/final/``) is reused, not
 repeated. Accuracies are reported as mean +- sample standard deviation (ddof = 1) over the n
-seeds, with n stated.
+seeds, with n stated, and ``final.json`` keeps every seed's validation and test accuracy
+(``rows[i].runs``). For the winner against each seed proposal and uniform it holds the paired
+test-accuracy difference with its 95% t-interval and the verdict the interval supports
+(``comparisons``; :func:`nas_prune.stats.paired_difference`), and the noise floor of one
+accuracy on the validation and test splits (``noise``).
 
 Writes ``RUN/final.json``, ``RUN/final/<name>/seed<k>/`` (model.pt, model.yaml, config.yaml of
 every final model), ``RUN/best.yaml`` (the winner with its validation and test results and full
@@ -29,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -38,12 +45,49 @@ from .. import scratch
 from .._yaml import read_yaml
 from ..config import to_dict
 from ..errors import UserError
-from ..rundir import FINAL_JSON, TrialRecord, best_record, pareto_front, ranked, write_json
+from ..rundir import (
+    BEST_PT,
+    FINAL_DIR,
+    FINAL_JSON,
+    TrialRecord,
+    best_record,
+    pareto_front,
+    ranked,
+    write_json,
+)
+from ..stats import binomial_std, mean_std, paired_difference
+from ..train import resolve_device
 from ..widths import ArchSpec
 from .evaluate import SearchSetup
 from .space import UNIFORM
 
 OnResult = Callable[[str, int, dict[str, Any]], None]
+# Evaluation seeds start here; search trials (and their repeated measures) stay below it.
+FINAL_SEED_OFFSET = 10_000
+SELECTION_SEED_OFFSET = 5_000  # the finalist round's seeds
+SEED_RULE = (f"every row is retrained on the same evaluation seeds random_seed + "
+             f"{FINAL_SEED_OFFSET} + k (k = 0..n-1); search trials train with seeds from "
+             f"random_seed up, a finalist round with random_seed + {SELECTION_SEED_OFFSET} + k, "
+             f"so no evaluation re-runs a run that took part in the choice")
+
+
+def search_seeds(cfg, repeats: int = 1) -> list[int]:
+    """The seeds a search trial trains with (one per repeated measure)."""
+    if not 1 <= repeats < SELECTION_SEED_OFFSET:
+        raise UserError(f"repeats: {repeats}; must be between 1 and "
+                        f"{SELECTION_SEED_OFFSET - 1}")
+    return [cfg.random_seed + r for r in range(repeats)]
+
+
+def selection_seeds(cfg) -> list[int]:
+    """The seeds of the finalist round (``search.finalists`` > 1): disjoint from the search's
+    and from the evaluation seeds, so the round that picks the winner is not its evaluation."""
+    return [cfg.random_seed + SELECTION_SEED_OFFSET + k for k in range(cfg.search.final_seeds)]
+
+
+def final_seeds(cfg) -> list[int]:
+    """The evaluation seeds of the final table: disjoint from :func:`search_seeds`."""
+    return [cfg.random_seed + FINAL_SEED_OFFSET + k for k in range(cfg.search.final_seeds)]
 
 
 def budget_limit(setup: SearchSetup) -> float:
@@ -75,9 +119,9 @@ def finalist_records(setup: SearchSetup, records: Iterable[TrialRecord]) -> list
 
 
 def finalists_rule(n_finalists: int, n_seeds: int) -> str:
-    return (f"highest mean validation accuracy over {n_seeds} final seed(s) among the top "
+    return (f"highest mean validation accuracy over {n_seeds} selection seed(s) among the top "
             f"{n_finalists} trials by search validation accuracy, the seed proposal(s) and "
-            f"uniform (the test split chooses nothing)")
+            f"uniform (the test split and the evaluation seeds choose nothing)")
 
 
 def best_from_final(setup: SearchSetup, records: list[TrialRecord], final: dict[str, Any] | None
@@ -101,11 +145,9 @@ def _slug(name: str) -> str:
     return name.replace(":", "-")
 
 
-def final_entries(setup: SearchSetup, records: list[TrialRecord], best: TrialRecord | None,
-                  finalists: Iterable[TrialRecord] = ()
+def final_entries(setup: SearchSetup, records: list[TrialRecord], best: TrialRecord | None
                   ) -> list[tuple[str, dict[str, int], TrialRecord | None]]:
-    """(row name, widths, the search trial it came from) for best, the other finalists, each
-    seed, uniform."""
+    """(row name, widths, the search trial it came from) for best, each seed, uniform."""
     baseline_trial: dict[str, TrialRecord] = {}
     for r in sorted(records, key=lambda r: r.number):
         if r.role in ("seed", "uniform") and r.seed_method:
@@ -113,8 +155,6 @@ def final_entries(setup: SearchSetup, records: list[TrialRecord], best: TrialRec
     out: list[tuple[str, dict[str, int], TrialRecord | None]] = []
     if best is not None and best.widths:
         out.append(("best", dict(best.widths), best))
-    out += [("finalist", dict(r.widths), r) for r in finalists
-            if best is None or r.number != best.number]
     for name, widths in setup.cspace.starts.items():
         row = "uniform" if name == UNIFORM else f"seed:{name}"
         out.append((row, dict(widths), baseline_trial.get(name)))
@@ -122,13 +162,14 @@ def final_entries(setup: SearchSetup, records: list[TrialRecord], best: TrialRec
 
 
 def retrain(setup: SearchSetup, widths: dict[str, int], *, name: str, out_dir: Path,
-            on_result: OnResult | None = None) -> list[dict[str, Any]]:
-    """Train ``widths`` with each final seed and score on the test split; one dict per seed."""
+            on_result: OnResult | None = None, seeds: list[int] | None = None
+            ) -> list[dict[str, Any]]:
+    """Train ``widths`` with each seed (default: the evaluation seeds) and score on the
+    validation and test splits; one dict per seed."""
     cfg = setup.cfg
     epochs = setup.epochs_for(widths, cfg.search.final_epochs or cfg.train.epochs)
     runs = []
-    for k in range(cfg.search.final_seeds):
-        seed = cfg.random_seed + k
+    for seed in final_seeds(cfg) if seeds is None else seeds:
         spec = setup.spec(widths, final=name)
         run = _reuse(out_dir / f"seed{seed}", setup, widths, seed=seed, epochs=epochs)
         if run is not None:
@@ -177,13 +218,6 @@ def _reuse(folder: Path, setup: SearchSetup, widths: dict[str, int], *, seed: in
             "wall_time": m.get("wall_time", 0.0), "reason": "", "reused": True}
 
 
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None, int]:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return None, None, 0
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
-
-
 def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path, *,
              provenance: dict[str, Any], on_result: OnResult | None = None
              ) -> tuple[dict[str, Any], list[Path]]:
@@ -196,45 +230,32 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
     def train_once(name: str, widths: dict[str, int], folder: str) -> tuple[Path, list]:
         key = _key(widths)
         if key not in done:
-            sub = run_dir / "final" / folder
+            sub = run_dir / FINAL_DIR / folder
             done[key] = (sub, retrain(setup, widths, name=name, out_dir=sub, on_result=on_result))
         return done[key]
 
     finalists = finalist_records(setup, records)
+    selection = None
     if finalists:
-        # retrain the top trials, then the baselines (retrained for the table anyway); the
-        # winner among them has the best mean validation accuracy over the final seeds
-        pool = list(finalists)
-        for r in finalists:
-            train_once(f"trial {r.number}", r.widths, f"trial{r.number:04d}")
-        for name, widths, trial in final_entries(setup, records, None):
-            train_once(name, widths, _slug(name))
-            if trial is not None and trial.state == "COMPLETE" and \
-                    all(_key(p.widths) != _key(trial.widths) for p in pool):
-                pool.append(trial)
-        vals = [_mean_std([run["val_acc"] for run in done[_key(r.widths)][1]])[0]
-                for r in pool]
-        if any(v is not None for v in vals):
-            pick = max(range(len(pool)),
-                       key=lambda i: (vals[i] if vals[i] is not None else -math.inf, -i))
-            best = pool[pick]
-            rule = finalists_rule(len(finalists), setup.cfg.search.final_seeds)
+        best, rule, selection = _finalist_round(setup, records, finalists, run_dir, on_result)
     rows = []
-    for name, widths, trial in final_entries(setup, records, best, finalists):
+    for name, widths, trial in final_entries(setup, records, best):
         sub, runs = train_once(name, widths, _slug(name))
         tests = [r["test_acc"] for r in runs]
-        mean, std, n = _mean_std(tests)
-        val_mean, _, _ = _mean_std([r["val_acc"] for r in runs])
+        mean, std, n = mean_std(tests)
+        val_mean, val_std, _ = mean_std([r["val_acc"] for r in runs])
         attrs = setup.cost_attrs(widths)
         rows.append({"name": name, "trial": trial.number if trial else None,
                      "seed_method": trial.seed_method if trial else None,
                      "widths": widths, "flops": attrs["flops"], "params": attrs["params"],
                      "flops_ratio": attrs["flops_ratio"], "cost_ratio": attrs["cost_ratio"],
-                     "val_acc": val_mean, "search_val_acc": trial.val_acc if trial else None,
+                     "val_acc": val_mean, "val_std": val_std,
+                     "search_val_acc": trial.val_acc if trial else None,
                      "test_acc": tests, "test_mean": mean, "test_std": std, "n": n,
                      "seeds": [r["seed"] for r in runs], "epochs": [r["epochs"] for r in runs],
                      "status": [r["status"] for r in runs],
                      "reasons": [r["reason"] for r in runs if r["reason"]],
+                     "runs": [_run_summary(r) for r in runs],
                      "dir": str(sub.relative_to(run_dir))})
     cfg = setup.cfg
     final = {"n_seeds": cfg.search.final_seeds,
@@ -242,9 +263,12 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
              "budget_rule": cfg.train.budget,
              "epochs_of": "target FLOPs" if setup.cspace.objective == "single"
              and setup.cspace.metric == "flops" else "each row's FLOPs",
-             "split": "test", "std": "sample (ddof=1)",
+             "split": "test", "std": "sample (ddof=1); none with one seed",
+             "seeds": final_seeds(cfg), "seed_rule": SEED_RULE,
+             "noise": noise_floor(setup, rows),
              "best_rule": rule, "finalist_trials": [r.number for r in finalists],
-             "rows": rows}
+             "selection": selection,
+             "rows": rows, "comparisons": comparisons(rows)}
     paths = [write_json(run_dir / FINAL_JSON, final)]
     if best is not None:
         best_row = next(r for r in rows if r["name"] == "best")
@@ -253,11 +277,82 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
         weights = run_dir / best_row["dir"] / f"seed{best_row['seeds'][0]}" / "model.pt" \
             if best_row["seeds"] else None
         if weights is not None and weights.is_file():
-            shutil.copyfile(weights, run_dir / "best.pt")
-            paths.append(run_dir / "best.pt")
+            shutil.copyfile(weights, run_dir / BEST_PT)
+            paths.append(run_dir / BEST_PT)
     if setup.cspace.objective == "multi":
         paths += write_pareto(setup, records, run_dir)
     return final, paths
+
+
+def _finalist_round(setup: SearchSetup, records: list[TrialRecord],
+                    finalists: list[TrialRecord], run_dir: Path, on_result: OnResult | None
+                    ) -> tuple[TrialRecord, str, dict[str, Any]]:
+    """Retrain the finalists and the completed baseline trials on the selection seeds; the one
+    with the highest mean validation accuracy there wins. Its evaluation comes later, on the
+    evaluation seeds, which took no part in this choice."""
+    pool = list(finalists)
+    for _name, _widths, trial in final_entries(setup, records, None):
+        if trial is not None and trial.state == "COMPLETE" and trial.widths and \
+                all(_key(p.widths) != _key(trial.widths) for p in pool):
+            pool.append(trial)
+    seeds = selection_seeds(setup.cfg)
+    entries = []
+    for r in pool:
+        name = f"trial {r.number}"
+        runs = retrain(setup, dict(r.widths), name=f"{name} (selection)",
+                       out_dir=run_dir / FINAL_DIR / "selection" / f"trial{r.number:04d}",
+                       on_result=on_result, seeds=seeds)
+        entries.append({"trial": r.number, "role": r.role, "seed_method": r.seed_method,
+                        "widths": dict(r.widths),
+                        "val_acc": mean_std([x["val_acc"] for x in runs])[0],
+                        "runs": [_run_summary(x) for x in runs]})
+    order = sorted(range(len(pool)), key=lambda i: (
+        -(entries[i]["val_acc"] if entries[i]["val_acc"] is not None else -math.inf), i))
+    best = pool[order[0]]
+    rule = finalists_rule(len(finalists), len(seeds))
+    return best, rule, {"seeds": seeds, "rule": rule, "winner": best.number,
+                        "pool": [entries[i] for i in order]}
+
+
+def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: run.get(k) for k in ("seed", "val_acc", "test_acc", "status", "epochs",
+                                    "reason", "wall_time")}
+
+
+def comparisons(rows: list[dict[str, Any]], *, metric: str = "test_acc") -> list[dict[str, Any]]:
+    """The winner minus each seed proposal and uniform, paired by evaluation seed, with the 95%
+    t-interval and the verdict it supports (``nas_prune.stats.paired_difference``)."""
+    by_name = {r["name"]: r for r in rows}
+    best = by_name.get("best")
+    if best is None:
+        return []
+    out = []
+    for other in rows:
+        if other["name"] == "best":
+            continue
+        diff = paired_difference(_per_seed(best, metric), _per_seed(other, metric))
+        out.append({"a": "best", "b": other["name"], "metric": metric, **diff.to_dict(),
+                    "seeds_to_resolve": diff.seeds_to_resolve(),
+                    "same_widths": best["widths"] == other["widths"]})
+    return out
+
+
+def _per_seed(row: dict[str, Any], metric: str) -> dict[int, float | None]:
+    return {int(r["seed"]): r.get(metric) for r in row.get("runs", [])
+            if r.get("seed") is not None}
+
+
+def noise_floor(setup: SearchSetup, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The binomial std of one accuracy on the validation and test splits, at the rows' mean
+    accuracy: differences below it (plus the seed spread) are noise."""
+    data = scratch.data_for(setup.cfg.data, resolve_device(setup.cfg.device))
+    n_val, n_test = int(data.val.y.numel()), int(data.test.y.numel())
+    val = mean_std([r.get("val_acc") for r in rows])[0]
+    test = mean_std([r.get("test_mean") for r in rows])[0]
+    return {"val_images": n_val, "test_images": n_test,
+            "binomial_std_val": binomial_std(val, n_val) if val is not None else None,
+            "binomial_std_test": binomial_std(test, n_test) if test is not None else None,
+            "seed_std_test": mean_std([r.get("test_std") for r in rows])[0]}
 
 
 def write_best(setup: SearchSetup, best: TrialRecord, run_dir: str | Path, *,
