@@ -8,6 +8,7 @@ import argparse
 import functools
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -32,7 +33,7 @@ def run_report(args: argparse.Namespace) -> int:
             odd = dirs[rethink_runs.index(False)]
             raise UserError(f"{odd}: no rethink.json; a summary puts rethink runs side by side, "
                             f"so give only directories 'nas-prune rethink' wrote")
-        from ..rethink import write_summary
+        from ..rethink_summary import write_summary
 
         out = Path(args.out) if args.out else Path(os.path.commonpath(
             [d.resolve() for d in dirs]))
@@ -46,8 +47,10 @@ def run_report(args: argparse.Namespace) -> int:
         raise UserError("--out: a search report is written into its run directory; drop --out")
     from ..report import write_report
 
-    md = write_report(dirs[0])
-    print(f"wrote {md} and {md.with_suffix('.html')}")
+    report = write_report(dirs[0])
+    for warning in report.warnings:  # damaged records the report worked around (also on it)
+        print(f"nas-prune: warning: {warning}", file=sys.stderr)
+    print(f"wrote {report.markdown} and {report.html}")
     return 0
 
 
@@ -70,8 +73,12 @@ def add_rethink_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-lr", type=float, default=0.001, metavar="LR",
                    help="constant fine-tuning learning rate (default 0.001, Liu et al.)")
     p.add_argument("--cut-by", choices=("auto", "scores", "l1norm"), default="auto",
-                   help="which channels the Fine-tuned row keeps: the method's scores, filter "
+                   help="which channels the fine-tuned rows keep: the method's scores, filter "
                         "L1 norms, or auto (scores; l1norm for methods without a base network)")
+    p.add_argument("--no-rewind", dest="rewind", action="store_false",
+                   help="leave out the 'Fine-tuned (rewind)' row (the cut weights trained with "
+                        "the base learning-rate schedule for the base epochs, Renda et al. "
+                        "2020): Liu et al.'s four rows alone")
     p.add_argument("--run-dir", metavar="DIR",
                    help="output folder (default runs/rethink-METHOD-BUDGET)")
     add_config_arguments(p)
@@ -88,6 +95,8 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--finetune-lr", f"{args.finetune_lr:g}"]
     if args.cut_by != "auto":
         parts += ["--cut-by", args.cut_by]
+    if not args.rewind:
+        parts.append("--no-rewind")
     for item in args.overrides:
         parts += ["--set", item]
     return shlex.join(parts)
@@ -95,6 +104,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def run_rethink(args: argparse.Namespace) -> int:
     from .. import rethink
+    from ..rethink_summary import GAPS, fmt_gap, paired_gap, summary_table, verdict_text
     from ..seeds import parse_methods
 
     methods = parse_methods(args.seed_method)
@@ -102,7 +112,8 @@ def run_rethink(args: argparse.Namespace) -> int:
     plans = [rethink.RethinkPlan(method=m, budget=args.budget, seeds=args.seeds,
                                  base_epochs=args.base_epochs,
                                  finetune_epochs=args.finetune_epochs,
-                                 finetune_lr=args.finetune_lr, cut_by=args.cut_by)
+                                 finetune_lr=args.finetune_lr, cut_by=args.cut_by,
+                                 rewind=args.rewind)
              for m in methods]
     name = "all" if args.seed_method.strip() == "all" else "-".join(methods)
     run_dir = args.run_dir or f"runs/rethink-{name}-{args.budget:g}"
@@ -112,10 +123,11 @@ def run_rethink(args: argparse.Namespace) -> int:
                                                     progress=None, log=say)
         print()
         print(f"{len(results)} methods at {args.budget:g} of the base "
-              f"{results[0].record['metric']}; test accuracy mean ± sample std; the gap is "
-              f"Scratch-B minus Fine-tuned, paired by seed, in points")
-        print(table(rethink.summary_rows([r.record for r in results]),
-                    rethink.SUMMARY_HEADERS))
+              f"{results[0].record['metric']}; test accuracy mean ± sample std; each gap is "
+              f"Scratch-B minus a fine-tuned row, paired by seed, in points with its 95% "
+              f"t-interval")
+        headers, rows = summary_table([r.record for r in results])
+        print(table(rows, headers))
         print(f"\nwrote {summary} (and .html, .png) and one folder per method in {run_dir}")
         return 0
     result = rethink.run_rethink(cfg, plans[0], run_dir, command=_command(args), progress=None,
@@ -126,6 +138,11 @@ def run_rethink(args: argparse.Namespace) -> int:
           f"{rec['dataset']} / {rec['space']}, n={rec['n_seeds']} seed(s); test accuracy "
           f"mean ± sample std; FLOPs = multiply-accumulates")
     print(table(rethink.table_rows(rec), rethink.TABLE_HEADERS))
+    for a, b in GAPS:
+        if f"{a} - {b}" in rec["differences"]:
+            gap = paired_gap(rec, a, b)
+            print(f"{a} - {b} (points, paired by seed, ± std [95% CI]): {fmt_gap(gap)}: "
+                  f"{verdict_text(gap)}")
     print(f"\nwall time {rec['wall_time']:.1f}s; wrote {result.markdown}, {result.json}, "
           f"{result.plot} and {result.arch}")
     return 0
