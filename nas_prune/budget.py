@@ -1,10 +1,13 @@
 """The budget solver: widths that meet a FLOPs or params budget on a search space's grid.
 
-Every seed method turns per-channel scores into widths through one knob (a threshold, a common
-scale) that :func:`fit_threshold` / :func:`fit_scalar` bisect until the budget is met within
-:data:`BUDGET_TOLERANCE`; :func:`refine_to_budget` moves single groups one grid step where the
-grid jumps over the band; :func:`uniform_widths` is the one-factor baseline. The search's
-candidate projection uses the same refinement. Nothing here knows about seed methods.
+A budget is a ratio in (0, 1] of the base network's cost in a metric (``flops``: multiply-
+accumulates, or ``params``); it is met when the cost lies within :data:`BUDGET_TOLERANCE` (1%) of
+``budget x base cost``, and :func:`check_budget` rejects one that cannot be. A seed method turns
+per-channel scores into widths through one knob that is bisected until the budget is met: a
+global threshold on the scores (:func:`fit_threshold`) or a scalar such as a common keep ratio
+(:func:`fit_scalar`). Both end with :func:`refine_to_budget`, which moves single groups one grid
+step at a time where the grid jumps over the 1% band; the search's candidate projection uses it
+too. :func:`uniform_widths` is the one-factor baseline. Nothing here knows about seed methods.
 """
 
 from __future__ import annotations
@@ -27,8 +30,13 @@ BUDGET_TOLERANCE = 0.01
 
 
 def check_budget(space: SearchSpace, budget: float, metric: str = "flops") -> int:
-    """The target cost of ``budget``; an impossible budget is a one-line error."""
-    if not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+    """The target cost ``round(budget x base cost)`` in ``metric``.
+
+    A :class:`~nas_prune.errors.UserError` (one line) when ``budget`` is not a number in (0, 1]
+    (a bool, a string, NaN, 0, negative, above 1) or when even the space's smallest network (every
+    group at ``min_width``) costs more than the target plus the tolerance.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
         raise UserError(f"budget: {budget!r} must be a ratio in (0, 1] of the base {metric}")
     base = space.base_cost(metric)
     floor = space.cost(space.min_widths(), metric)
@@ -47,7 +55,15 @@ def kept_counts(space: SearchSpace, scores: Mapping[str, torch.Tensor], threshol
 
 def fit_threshold(space: SearchSpace, scores: Mapping[str, torch.Tensor], budget: float,
                   metric: str = "flops") -> tuple[Widths, dict[str, Any]]:
-    """One global threshold over all scores, bisected until the budget is met within 1%."""
+    """One global threshold over all groups' scores, bisected until the budget is met within 1%.
+
+    Each group keeps its channels scoring strictly above the threshold, snapped up to the grid
+    (:func:`kept_counts`). The bisection runs over the sorted scores and keeps the threshold whose
+    cost lands closest to the target; :func:`refine_to_budget` (guided by the scores) then moves
+    single groups where that is not within 1%. Returns ``(widths, {"threshold": t})``, ``t``
+    before that refinement. One threshold for every group: the scores must be comparable across
+    groups (normalised by the caller where they are not).
+    """
     target = check_budget(space, budget, metric)
     values = torch.cat([s.flatten().float() for s in scores.values()]).sort().values
     lo, hi = 0, len(values) - 1  # index of the threshold in the sorted scores
@@ -72,7 +88,13 @@ def fit_scalar(space: SearchSpace, widths_at: Callable[[float], Mapping[str, flo
                budget: float, metric: str = "flops", *, lo: float = 0.0, hi: float = 1.0,
                scores: Mapping[str, torch.Tensor] | None = None,
                steps: int = 40) -> tuple[Widths, float]:
-    """Bisect a scalar knob ``x`` in [lo, hi] (widths growing with x) to meet the budget."""
+    """Bisect a scalar knob ``x`` in [lo, hi] to meet the budget; returns ``(widths, x)``.
+
+    ``widths_at(x)`` gives real-valued widths that grow with ``x``; they are rounded to the grid
+    (``space.snap``). At most ``steps`` halvings, stopping early within a quarter of the
+    tolerance; the ``x`` whose cost lands closest to the target is kept, and
+    :func:`refine_to_budget` (with ``scores``, if given) finishes the job.
+    """
     target = check_budget(space, budget, metric)
     best = None
     for _ in range(steps):
@@ -94,12 +116,18 @@ def fit_scalar(space: SearchSpace, widths_at: Callable[[float], Mapping[str, flo
 def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int, metric: str,
                      scores: Mapping[str, torch.Tensor] | None = None,
                      tolerance: float = BUDGET_TOLERANCE) -> Widths:
-    """Move single groups one grid step at a time until the cost is within ``tolerance``.
+    """On-grid ``widths`` moved until their cost is within ``tolerance`` of ``target``.
 
-    Too expensive: drop a step from the group whose next channel to go has the lowest score per
-    unit of cost saved. Too cheap: add a step to the group whose next channel has the highest
-    score. Without scores, the widest group (relative to its base) shrinks first. A budget the grid
-    cannot meet is a one-line error.
+    First single groups move one grid step at a time. Too expensive: a step down for the group
+    whose next channel to go has the lowest score per unit of cost saved. Too cheap: a step up for
+    the group whose next channel to add has the highest score per unit of cost added, never past
+    the band when a smaller step fits. Without scores a group's next channel is valued at the
+    group's width relative to its base, so in both directions the group narrowest relative to its
+    base (per unit of cost) moves first. Where single steps jump over the band, two score-blind
+    fallbacks follow: moves of one or two groups by a grid step, whichever lands closest to the
+    target, then (for spaces of at most 20,000 width vectors) the width vector within the band
+    nearest to ``widths``. A target none of them meets is a one-line
+    :class:`~nas_prune.errors.UserError`.
     """
     widths = dict(widths)
     base = space.base_widths()
@@ -211,7 +239,7 @@ def _nearest_feasible(space: SearchSpace, widths: Mapping[str, int], target: int
 
 
 def uniform_widths(space: SearchSpace, budget: float, metric: str = "flops") -> Widths:
-    """Every group scaled by one factor, fitted to the budget."""
+    """Every group's base width scaled by one factor in [0, 1], fitted to the budget."""
     base = space.base_widths()
     widths, _ = fit_scalar(space, lambda x: {g: b * x for g, b in base.items()}, budget, metric,
                            lo=0.0, hi=1.0)

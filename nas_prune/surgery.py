@@ -94,7 +94,8 @@ def model_widths(model: nn.Module, family: Family) -> dict[str, int]:
                         f"({exc}); cut down a model built by that family") from None
 
 
-def _check_keep(keep: Mapping[str, torch.Tensor], widths: Mapping[str, int]) -> dict[str, list[int]]:
+def _check_keep(keep: Mapping[str, torch.Tensor],
+                widths: Mapping[str, int]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     unknown = sorted(set(keep) - set(widths))
     if unknown:

@@ -9,7 +9,7 @@ import torch
 
 from nas_prune.data import load_data
 from nas_prune.errors import UserError
-from nas_prune.seeds import SeedContext, _basenet, get_method, propose, trained_base
+from nas_prune.seeds import SEED_METHODS, SeedContext, get_method, propose, trained_base
 from nas_prune.testing.seed_suite import tiny_data_config, tiny_space, tiny_train_config
 
 LOADED_BY_PICKLE: list[str] = []
@@ -35,15 +35,16 @@ def ctx():
 
 @pytest.fixture
 def train_calls(monkeypatch):
-    """Counts calls of the trainer that trained_base uses."""
+    """Counts base trainings: trained_base asks the method for its training hooks (its
+    regulariser) only when it trains, never when it loads a checkpoint or a cached base."""
     calls = []
-    real = _basenet.train
+    for cls in SEED_METHODS.values():
 
-    def counting(*args, **kwargs):
-        calls.append(kwargs.get("desc"))
-        return real(*args, **kwargs)
+        def counting(self, model, space, _real=cls.base_hooks):
+            calls.append(self.name)
+            return _real(self, model, space)
 
-    monkeypatch.setattr(_basenet, "train", counting)
+        monkeypatch.setattr(cls, "base_hooks", counting)
     return calls
 
 

@@ -1,4 +1,5 @@
-"""Every family's tiny variant builds, runs forward/backward and gives every parameter a gradient."""
+"""Every family's tiny variant builds, runs forward and backward, and every parameter gets a
+gradient."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 from nas_prune.errors import UserError
 from nas_prune.families import InputShape, get_family
 
-TINY = [("vgg", {"cfg": "vgg_tiny", "head": "li"}), ("vgg", {"cfg": "vgg_tiny", "head": "slimming"}),
+TINY = [("vgg", {"cfg": "vgg_tiny", "head": "li"}),
+        ("vgg", {"cfg": "vgg_tiny", "head": "slimming"}),
         ("resnet_cifar", {"depth": 8, "shortcut": "A"}),
         ("resnet_cifar", {"depth": 8, "shortcut": "B"})]
 

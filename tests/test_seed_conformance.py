@@ -1,7 +1,6 @@
 """Every registered seed method through the shared conformance suite (nas_prune.testing).
 
-Parametrised over ``SEED_METHODS``, so a method is covered as soon as it is registered. A
-placeholder method fails here with NotImplementedError until its implementation lands.
+Parametrised over ``SEED_METHODS``, so a method is covered as soon as it is registered.
 """
 
 from __future__ import annotations

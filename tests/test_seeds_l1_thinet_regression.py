@@ -3,7 +3,7 @@
 The budget properties run on the conformance suite's tiny spaces (``vgg_small`` and ResNet-8 on
 1x8x8 images, :mod:`nas_prune.testing.seed_suite`) with untrained bases and every option variant
 of the three methods; ``vgg_tiny`` is used where no budget has to be met (its grid is too coarse
-for the shared single-step budget refinement, see the suite's docstring).
+for the score-guided budget refinement, see the suite's docstring).
 """
 
 from __future__ import annotations
@@ -14,10 +14,16 @@ import pytest
 import torch
 from torch import nn
 
+from nas_prune.budget import BUDGET_TOLERANCE
 from nas_prune.data import load_data
 from nas_prune.errors import UserError
-from nas_prune.seeds import BUDGET_TOLERANCE, SeedContext, get_method
-from nas_prune.seeds._activations import ConsumerSamples, sample_consumers, sample_groups
+from nas_prune.seeds import (
+    ConsumerSamples,
+    SeedContext,
+    get_method,
+    sample_consumers,
+    sample_groups,
+)
 from nas_prune.seeds.l1norm import allowed_ratio
 from nas_prune.seeds.regression import (
     LassoProblem,
@@ -33,7 +39,7 @@ FAMILIES = ("vgg", "resnet_cifar")
 VARIANTS = {  # (method, options): every way from scores to widths
     "l1norm-global": ("l1norm", {"mode": "global"}),
     "l1norm-sensitivity": ("l1norm", {"val_images": 32, "ratios": [0.25, 0.5, 0.75]}),
-    "thinet-ratio": ("thinet", {}),
+    "thinet-ratio": ("thinet", {"allocation": "ratio"}),
     "thinet-error": ("thinet", {"allocation": "error"}),
     "regression": ("regression", {"lasso_points": 100}),
 }

@@ -6,8 +6,9 @@ network with the method's regulariser, then asks the method for a proposal at th
 
 from __future__ import annotations
 
-from ..budget import BUDGET_TOLERANCE, check_budget, fit_threshold, uniform_widths
+from ..budget import uniform_widths
 from ..errors import UserError
+from ._activations import ConsumerSamples, ReconstructionMethod, sample_consumers, sample_groups
 from ._base import Proposal, SeedContext, SeedMethod
 from ._basenet import ProposalRun, propose, trained_base
 from .autopruner import AutoPruner
@@ -18,9 +19,10 @@ from .slimming import Slimming
 from .thinet import ThiNet
 from .uniform import Uniform
 
-__all__ = ["BUDGET_TOLERANCE", "PRUNING_METHODS", "SEED_METHODS", "Proposal", "ProposalRun",
-           "SeedContext", "SeedMethod", "check_budget", "fit_threshold", "get_method",
-           "parse_methods", "propose", "trained_base", "uniform_widths"]
+# uniform_widths belongs to nas_prune.budget; re-exported for the callers that import it from here.
+__all__ = ["PRUNING_METHODS", "SEED_METHODS", "ConsumerSamples", "Proposal", "ProposalRun",
+           "ReconstructionMethod", "SeedContext", "SeedMethod", "get_method", "parse_methods",
+           "propose", "sample_consumers", "sample_groups", "trained_base", "uniform_widths"]
 
 SEED_METHODS: dict[str, type[SeedMethod]] = {}
 
@@ -39,6 +41,7 @@ PRUNING_METHODS = ("l1norm", "thinet", "regression", "slimming", "autopruner")
 
 
 def get_method(name: str, options: dict | None = None) -> SeedMethod:
+    """The registered method ``name`` with its ``options``; an unknown name lists the valid ones."""
     if name not in SEED_METHODS:
         raise UserError(f"seed method {name!r}: unknown; choose one of {', '.join(SEED_METHODS)}")
     return SEED_METHODS[name](options)

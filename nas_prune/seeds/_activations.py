@@ -14,20 +14,28 @@ consumers and keeps, per consumer, only the input patches under randomly drawn o
 (the authors' code draws 10 per image), never the whole feature maps. Groups are gathered in as
 few forward passes as fit a memory cap, so a deep network does not hold every consumer's samples
 at once.
+
+:class:`ReconstructionMethod` is the scaffold both methods share: sample, score each group from
+its consumers' samples, fit the widths to the budget, report. ``thinet.py`` and
+``regression.py`` hold only their criteria (the greedy selection; the LASSO and least squares).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Sequence
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..families import WidthGroup
+from ..budget import check_budget, fit_threshold
+from ..families import WidthGroup, Widths
 from ..widths import SearchSpace
+from ._base import Proposal, SeedContext, SeedMethod, make_proposal
 
 #: Stored samples per forward pass are kept under this many bytes (float32 patches).
 MAX_PASS_BYTES = 512 * 2**20
@@ -81,8 +89,8 @@ def consumer_generator(seed: int, name: str) -> torch.Generator:
 def _patch_sampler(module: nn.Module, points: int, gen: torch.Generator):
     """A function from the consumer's input batch to (patches, filters, positions)."""
     if isinstance(module, nn.Conv2d):
-        if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding,
-                                                                               str):
+        plain = module.groups == 1 and module.padding_mode == "zeros"
+        if not plain or isinstance(module.padding, str):
             raise ValueError(f"sampling supports plain zero-padded convs, not {module}")
         kh, kw = module.kernel_size
         sh, sw = module.stride
@@ -210,5 +218,73 @@ def sample_groups(model: nn.Module, space: SearchSpace, images: torch.Tensor, *,
         yield from flush()
 
 
-__all__ = ["MAX_PASS_BYTES", "ConsumerSamples", "consumer_generator", "sample_consumers",
-           "sample_groups"]
+class ReconstructionMethod(SeedMethod):
+    """Base of the seed methods that judge a group by its consumers' sampled outputs.
+
+    ThiNet and regression: a subclass gives its criterion for one group and what its proposal
+    reports. :meth:`propose` checks the budget before any work, then calls, in this order:
+
+    1. :meth:`analyse`: draws ``ctx.samples`` training images (``image_offset`` of the context's
+       generators), samples the consumers of every group on them (:func:`sample_groups`,
+       :attr:`points` per image) and calls :meth:`analyse_group` once per group, in the family's
+       order, with one generator (``rng_offset``) that the groups share for the criterion's own
+       random draws;
+    2. :meth:`fit_widths`: scores -> widths at the budget (default: one global threshold,
+       :func:`~nas_prune.budget.fit_threshold`, knob ``{"threshold": t}``);
+    3. :meth:`describe`: the proposal's knob and diagnostics, from the widths, the knob of step 2
+       and the per-group details that :meth:`analyse_group` returned.
+
+    :meth:`scores` is step 1 alone.
+    """
+
+    #: Offset of ``ctx.sample_images``: each method draws its own images.
+    image_offset: ClassVar[int]
+    #: Offset of the generator handed to :meth:`analyse_group` (unused by a criterion that draws
+    #: nothing).
+    rng_offset: ClassVar[int] = 0
+
+    @property
+    @abstractmethod
+    def points(self) -> int:
+        """Sampled output positions per image (:func:`sample_groups`'s ``points``)."""
+
+    @abstractmethod
+    def analyse_group(self, samples: list[ConsumerSamples], rng: torch.Generator
+                      ) -> tuple[torch.Tensor, Any]:
+        """One score per channel of a group from its consumers' samples, and the details of the
+        group that :meth:`describe` needs."""
+
+    def fit_widths(self, ctx: SeedContext, scores: Mapping[str, torch.Tensor], budget: float
+                   ) -> tuple[Widths, dict[str, Any]]:
+        """Widths at the budget and the knob found: one global threshold on the scores."""
+        return fit_threshold(ctx.space, scores, budget, ctx.metric)
+
+    @abstractmethod
+    def describe(self, ctx: SeedContext, widths: Widths, knob: dict[str, Any],
+                 details: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The proposal's (knob, diagnostics)."""
+
+    def analyse(self, model: nn.Module, ctx: SeedContext
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(scores, details) of every group, keyed by group name."""
+        images = ctx.sample_images(offset=self.image_offset)
+        rng = ctx.generator(offset=self.rng_offset)
+        scores, details = {}, {}
+        for group, samples in sample_groups(model, ctx.space, images, points=self.points,
+                                            seed=ctx.seed):
+            scores[group.name], details[group.name] = self.analyse_group(samples, rng)
+        return scores, details
+
+    def scores(self, model: nn.Module, ctx: SeedContext) -> dict[str, torch.Tensor]:
+        return self.analyse(model, ctx)[0]
+
+    def propose(self, model: nn.Module, ctx: SeedContext, budget: float) -> Proposal:
+        check_budget(ctx.space, budget, ctx.metric)  # fail before any work
+        scores, details = self.analyse(model, ctx)
+        widths, knob = self.fit_widths(ctx, scores, budget)
+        knob, diagnostics = self.describe(ctx, widths, knob, details)
+        return make_proposal(self.name, ctx, budget, widths, scores, knob, diagnostics)
+
+
+__all__ = ["MAX_PASS_BYTES", "ConsumerSamples", "ReconstructionMethod", "consumer_generator",
+           "sample_consumers", "sample_groups"]

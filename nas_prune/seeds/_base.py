@@ -1,17 +1,18 @@
-"""The seed-method interface and the helpers every method shares (the budget solver is
+"""The seed-method interface and the helpers the methods share (the budget solver is
 :mod:`nas_prune.budget`).
 
 A seed method looks at a trained, over-parameterised base network and *proposes* a width vector
 for a budget (a ratio of the base FLOPs or params). It scores every channel of every width group
 (one score per channel, higher = more important), then turns scores into widths with its own knob,
-searched until the budget is met within 1%. Its surviving weights are never reused by the search.
+searched until the budget is met within 1%. The search never reuses the base network's weights.
 
 Lifecycle, as called by :func:`nas_prune.seeds.propose`:
 
 1. ``base_model(space)`` builds the network the base training runs on (a family model, or one with
    extra modules such as AutoPruner's gates);
 2. ``base_hooks(model, space)`` gives the regulariser used while training it (Slimming's sparsity);
-   ``base_key(space)`` names that regulariser so trained bases are cached and shared between methods;
+   ``base_key(space)`` names that regulariser, so that trained bases are cached and shared
+   between methods;
 3. ``propose(model, ctx, budget)`` returns a :class:`Proposal`.
 """
 
@@ -90,7 +91,11 @@ class Proposal:
 
 
 class SeedMethod(ABC):
-    """Base of every seed method. Subclasses set the class attributes and :meth:`scores`."""
+    """Base of every seed method: subclasses set the class attributes and :meth:`scores`.
+
+    Every method here also overrides :meth:`propose` with its own knob; the default suits a
+    method whose scores need nothing but one global threshold.
+    """
 
     name: ClassVar[str]
     paper: ClassVar[str]
@@ -134,7 +139,7 @@ class SeedMethod(ABC):
         return make_proposal(self.name, ctx, budget, widths, scores, knob)
 
 
-# ---- helpers the methods share ----------------------------------------------------------------------
+# ---- helpers the methods share ---------------------------------------------------------------
 def normalise_groups(scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Each group's scores divided by their mean, so one threshold is fair across layers."""
     return {g: s.float() / s.float().abs().mean().clamp_min(1e-12) for g, s in scores.items()}
@@ -148,9 +153,10 @@ def aggregate_layers(per_layer: list[torch.Tensor]) -> torch.Tensor:
 def make_proposal(name: str, ctx: SeedContext, budget: float, widths: Widths,
                   scores: Mapping[str, torch.Tensor], knob: dict[str, Any] | None = None,
                   diagnostics: dict[str, Any] | None = None) -> Proposal:
+    """A :class:`Proposal` of validated ``widths``, its cost in ``ctx.metric`` and CPU scores."""
     widths = ctx.space.validate(widths)
-    return Proposal(method=name, widths=widths, scores={g: s.detach().cpu() for g, s in
-                                                        scores.items()},
+    return Proposal(method=name, widths=widths,
+                    scores={g: s.detach().cpu() for g, s in scores.items()},
                     budget=float(budget), metric=ctx.metric,
                     cost=ctx.space.cost(widths, ctx.metric),
                     base_cost=ctx.space.base_cost(ctx.metric), knob=dict(knob or {}),
@@ -165,9 +171,5 @@ def group_modules(model: nn.Module, space: SearchSpace, group: str) -> dict[str,
             "consumers": [get(n) for n in g.consumers]}
 
 
-def is_finite(scores: Mapping[str, torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(s).all()) for s in scores.values())
-
-
 __all__ = ["Proposal", "SeedContext", "SeedMethod", "aggregate_layers", "group_modules",
-           "is_finite", "make_proposal", "normalise_groups"]
+           "make_proposal", "normalise_groups"]

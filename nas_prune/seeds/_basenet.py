@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..budget import check_budget
 from ..data import DataConfig, Splits
 from ..errors import UserError
 from ..train import TrainConfig, TrainResult, train
@@ -93,8 +94,9 @@ def trained_base(method: SeedMethod, ctx: SeedContext, *, epochs: int,
     model = method.base_model(ctx.space)  # rebuilt under the seed: same seed, same base
     t0 = time.perf_counter()
     result: TrainResult = train(model, _data_on(ctx.data, ctx.device), ctx.train, epochs=epochs,
-                                seed=ctx.seed, device=ctx.device, hooks=method.base_hooks(model, ctx.space),
-                                progress=progress, desc=f"base ({method.base_key(ctx.space)})")
+                                seed=ctx.seed, device=ctx.device,
+                                hooks=method.base_hooks(model, ctx.space), progress=progress,
+                                desc=f"base ({method.base_key(ctx.space)})")
     seconds = time.perf_counter() - t0
     if result.status == "diverged":
         raise UserError(f"base network for {method.name} diverged ({result.reason}); lower "
@@ -115,8 +117,6 @@ def propose(method: SeedMethod, ctx: SeedContext, budget: float, *, base_epochs:
             checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
             data_cfg: DataConfig | None = None, progress: bool | None = None) -> ProposalRun:
     """Get the base network (unless the method needs none) and ask for a proposal."""
-    from ..budget import check_budget
-
     check_budget(ctx.space, budget, ctx.metric)  # fail before any training
     model, source, base_s, info = None, "none", 0.0, {}
     if method.needs_base:

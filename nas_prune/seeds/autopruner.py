@@ -167,7 +167,8 @@ class GateTraining(TrainHooks):
 
 @dataclass
 class GateResult:
-    """Trained gates: per group the mean pre-activation ``x`` and gate ``v`` over sampled batches."""
+    """Trained gates: per group, the mean pre-activation ``x`` and gate ``v`` over sampled
+    batches."""
 
     logits: dict[str, torch.Tensor]
     gates: dict[str, torch.Tensor]

@@ -9,7 +9,8 @@ scikit-learn's ``Lasso`` on a random subset of sampled points; the penalty ``alp
 until the count lies in [target, 1.1 x target]. The kept channels' weights are then refitted by
 least squares to reconstruct ``Y``.
 
-Here:
+Here (the sampling and the propose steps are
+:class:`~nas_prune.seeds.ReconstructionMethod`'s; this file holds the criterion):
 
 * Each group's problem is scaled so that its sampled outputs have unit RMS, which makes one
   ``alpha`` mean the same thing in every layer. The LASSO only depends on ``Z'Z`` and ``Z'Y``, so
@@ -35,17 +36,17 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..budget import check_budget, fit_threshold
 from ..errors import UserError
-from ._activations import ConsumerSamples, sample_groups
-from ._base import Proposal, SeedContext, SeedMethod, make_proposal
+from ..families import Widths
+from ._activations import ConsumerSamples, ReconstructionMethod
+from ._base import SeedContext
 
 ALPHA_FLOOR = 1e-7  # score 0 point of the alpha lattice
 ALPHA_MIN = 1e-6  # smallest alpha on the path
@@ -252,7 +253,7 @@ def reconstruction_error(samples: list[ConsumerSamples], kept: torch.Tensor,
     return float(np.mean(errs))
 
 
-class Regression(SeedMethod):
+class Regression(ReconstructionMethod):
     name = "regression"
     paper = "He et al. 2017, arXiv 1707.06168"
     summary = ("LASSO channel selection on the next layer's output + least-squares "
@@ -290,50 +291,48 @@ class Regression(SeedMethod):
                 raise UserError(f"seed_method.options.regression.alpha0: {self.alpha0!r} must "
                                 f"be a positive number")
 
-    def _analyse(self, model: nn.Module, ctx: SeedContext
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, LassoProblem],
-                            dict[str, list[ConsumerSamples]]]:
-        images = ctx.sample_images(offset=211)
-        scores, problems, samples = {}, {}, {}
-        gen = ctx.generator(offset=223)
-        for group, got in sample_groups(model, ctx.space, images, points=self.options.points,
-                                        seed=ctx.seed):
-            problem = LassoProblem.from_samples(got, self.options.lasso_points, gen)
-            scores[group.name] = path_scores(problem)
-            problems[group.name], samples[group.name] = problem, got
-        return scores, problems, samples
+    image_offset = 211
+    rng_offset = 223  # the LASSO's random subsets of points
 
-    def scores(self, model: nn.Module, ctx: SeedContext) -> dict[str, torch.Tensor]:
-        return self._analyse(model, ctx)[0]
+    @property
+    def points(self) -> int:
+        return self.options.points
 
-    def propose(self, model: nn.Module, ctx: SeedContext, budget: float) -> Proposal:
-        check_budget(ctx.space, budget, ctx.metric)  # fail before any work
-        scores, problems, samples = self._analyse(model, ctx)
-        widths, found = fit_threshold(ctx.space, scores, budget, ctx.metric)
-        alpha = ALPHA_FLOOR * 10.0 ** found["threshold"]
+    def analyse_group(self, samples: list[ConsumerSamples], rng: torch.Generator
+                      ) -> tuple[torch.Tensor, tuple[LassoProblem, list[ConsumerSamples]]]:
+        """Path scores, and (the group's LASSO problem, its samples for the refit)."""
+        problem = LassoProblem.from_samples(samples, self.options.lasso_points, rng)
+        return path_scores(problem), (problem, samples)
+
+    def describe(self, ctx: SeedContext, widths: Widths, knob: dict[str, Any],
+                 details: Mapping[str, tuple[LassoProblem, list[ConsumerSamples]]]
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Per group: the authors' alpha search for exactly the proposed width, and the
+        reconstruction error of that selection (and of a random one) on held-out points."""
+        alpha = ALPHA_FLOOR * 10.0 ** knob["threshold"]
         per_group: dict[str, dict[str, Any]] = {}
         gen = ctx.generator(offset=227)
         for g, w in widths.items():
-            kept, a, nnz = lasso_select(problems[g], w, seed=ctx.seed, alpha0=self.options.alpha0)
+            problem, samples = details[g]
+            kept, a, nnz = lasso_select(problem, w, seed=ctx.seed, alpha0=self.options.alpha0)
             info: dict[str, Any] = {"kept": int(w), "lasso_alpha": _sig(a), "lasso_nonzero": nnz}
-            if w < problems[g].design.shape[1]:
+            c = problem.design.shape[1]
+            if w < c:
                 split = int(torch.randint(0, 2**31, (), generator=gen))  # same held-out points
-
-                def error(channels: torch.Tensor, _g: str = g, _split: int = split) -> float:
-                    return _sig(reconstruction_error(samples[_g], channels,
-                                                     torch.Generator().manual_seed(_split)))
-
-                info["rel_error"] = error(kept)
+                info["rel_error"] = _held_out_error(samples, kept, split)
                 if self.options.compare_random:
-                    c = problems[g].design.shape[1]
-                    info["random_rel_error"] = error(torch.randperm(c, generator=gen)[:w].sort()
-                                                     .values)
+                    random_pick = torch.randperm(c, generator=gen)[:w].sort().values
+                    info["random_rel_error"] = _held_out_error(samples, random_pick, split)
             per_group[g] = info
         diagnostics = {"reconstruction": per_group,
                        "note": "relative error of the consumers' sampled outputs rebuilt from the "
                                "LASSO-selected channels by ridge least squares (held-out points)"}
-        return make_proposal(self.name, ctx, budget, widths, scores,
-                             {"global_alpha": _sig(alpha)}, diagnostics)
+        return {"global_alpha": _sig(alpha)}, diagnostics
+
+
+def _held_out_error(samples: list[ConsumerSamples], kept: torch.Tensor, split: int) -> float:
+    """:func:`reconstruction_error` with the held-out points drawn from seed ``split``."""
+    return _sig(reconstruction_error(samples, kept, torch.Generator().manual_seed(split)))
 
 
 def _sig(x: float) -> float:

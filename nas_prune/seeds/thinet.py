@@ -10,7 +10,8 @@ remove and repeatedly adds the channel ``j`` that minimises ``sum over samples o
 outputs least, until ``C - int(C x keep_ratio)`` channels are in ``T``. (Their code then rescales
 the kept weights by least squares; nas-prune throws weights away, so it does not.)
 
-Here:
+Here (the sampling and the propose steps are
+:class:`~nas_prune.seeds.ReconstructionMethod`'s; this file holds the criterion):
 
 * :func:`thinet_select` runs the greedy on a contribution matrix ``[N samples, C]`` without a
   loop over samples: with the Gram matrix ``G = X^T X`` the objective of ``T + j`` is
@@ -34,16 +35,17 @@ Here:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..budget import check_budget, fit_scalar, fit_threshold
+from ..budget import fit_scalar, fit_threshold
 from ..errors import UserError
-from ._activations import ConsumerSamples, sample_groups
-from ._base import Proposal, SeedContext, SeedMethod, make_proposal
+from ..families import Widths
+from ._activations import ConsumerSamples, ReconstructionMethod
+from ._base import SeedContext
 
 ALLOCATIONS = ("ratio", "error")
 TIE_BREAK = 1e-6
@@ -149,7 +151,7 @@ def removal_scores(contrib: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scores.float(), curve
 
 
-class ThiNet(SeedMethod):
+class ThiNet(ReconstructionMethod):
     name = "thinet"
     paper = "Luo et al. 2017, arXiv 1707.06342"
     summary = ("greedy channel selection minimising the next layer's reconstruction error on "
@@ -180,35 +182,43 @@ class ThiNet(SeedMethod):
                 raise UserError(f"seed_method.options.thinet.allocation: {self.allocation!r}; "
                                 f"choose one of {', '.join(ALLOCATIONS)}")
 
-    def _analyse(self, model: nn.Module, ctx: SeedContext
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, int]]:
-        images = ctx.sample_images(offset=101)
-        scores, curves, rows = {}, {}, {}
-        for group, samples in sample_groups(model, ctx.space, images,
-                                            points=self.options.locations, seed=ctx.seed):
-            contrib = group_contributions(samples)
-            scores[group.name], curves[group.name] = removal_scores(contrib)
-            rows[group.name] = int(contrib.shape[0])
-        return scores, curves, rows
+    image_offset = 101
 
-    def scores(self, model: nn.Module, ctx: SeedContext) -> dict[str, torch.Tensor]:
-        return self._analyse(model, ctx)[0]
+    @property
+    def points(self) -> int:
+        return self.options.locations
 
-    def propose(self, model: nn.Module, ctx: SeedContext, budget: float) -> Proposal:
-        check_budget(ctx.space, budget, ctx.metric)  # fail before any work
-        scores, curves, rows = self._analyse(model, ctx)
-        base = ctx.space.base_widths()
+    def analyse_group(self, samples: list[ConsumerSamples], rng: torch.Generator
+                      ) -> tuple[torch.Tensor, tuple[torch.Tensor, int]]:
+        """Scores, and (the relative error curve, the number of contribution rows). The greedy
+        draws nothing: ``rng`` is unused."""
+        contrib = group_contributions(samples)
+        scores, curve = removal_scores(contrib)
+        return scores, (curve, int(contrib.shape[0]))
+
+    def fit_widths(self, ctx: SeedContext, scores: Mapping[str, torch.Tensor], budget: float
+                   ) -> tuple[Widths, dict[str, Any]]:
+        """``ratio``: one keep ratio for every group; ``error``: one threshold on the scores."""
         knob: dict[str, Any] = {"allocation": self.options.allocation}
         if self.options.allocation == "ratio":
+            base = ctx.space.base_widths()
             widths, ratio = fit_scalar(ctx.space, lambda x: {g: b * x for g, b in base.items()},
                                        budget, ctx.metric, scores=scores)
             knob["keep_ratio"] = round(ratio, 6)
         else:
             widths, found = fit_threshold(ctx.space, scores, budget, ctx.metric)
             knob["error_threshold"] = round(found["threshold"], 6)
-        errors = {g: float(f"{float(curves[g][base[g] - widths[g]]):.4g}") for g in base}
-        diagnostics = {"samples_per_group": rows,
+        return widths, knob
+
+    def describe(self, ctx: SeedContext, widths: Widths, knob: dict[str, Any],
+                 details: Mapping[str, tuple[torch.Tensor, int]]
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The knob as fitted; per group the relative error at the proposed width."""
+        base = ctx.space.base_widths()
+        errors = {g: float(f"{float(curve[base[g] - widths[g]]):.4g}")
+                  for g, (curve, _) in details.items()}
+        diagnostics = {"samples_per_group": {g: rows for g, (_, rows) in details.items()},
                        "relative_reconstruction_error": errors,
                        "note": "sampled output energy of the consumer layer(s) lost by removing "
                                "the greedy's first (base - proposed) channels"}
-        return make_proposal(self.name, ctx, budget, widths, scores, knob, diagnostics)
+        return knob, diagnostics

@@ -18,9 +18,10 @@ two tiny spaces and the trained bases. Bases are trained once per (regulariser, 
 
 The tiny spaces: ``resnet_cifar`` depth 8 (six groups, the residual stages spanning several BNs)
 and ``vgg`` ``vgg_small`` (six groups), both on 1x8x8 synthetic images. ``vgg_tiny`` (three
-groups of 8/16/16 channels) is too coarse for the shared budget refinement: one channel moves the
-FLOPs by 4-6%, and the single-group grid steps of ``refine_to_budget`` miss the 1% band for about
-half of all score shapes, although widths within 1% exist.
+groups of 8/16/16 channels) is too coarse to judge a method at a budget: one channel moves the
+FLOPs by 4-6%, so for about half of all score shapes the score-guided grid steps of
+:func:`~nas_prune.budget.refine_to_budget` miss the 1% band and its score-blind fallbacks set the
+widths.
 
 Nothing here imports pytest; the test module turns :class:`SeedBench` into a session fixture.
 """
@@ -37,9 +38,16 @@ from torch import nn
 
 from ..budget import BUDGET_TOLERANCE
 from ..data import DataConfig, Splits, load_data
-from ..seeds import SEED_METHODS, Proposal, ProposalRun, SeedContext, SeedMethod, get_method
+from ..seeds import (
+    SEED_METHODS,
+    Proposal,
+    ProposalRun,
+    SeedContext,
+    SeedMethod,
+    get_method,
+    trained_base,
+)
 from ..seeds import propose as seeds_propose
-from ..seeds._basenet import trained_base
 from ..train import TrainConfig
 from ..widths import SearchSpace
 
