@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from pathlib import Path
+
+import pytest
 
 from nas_prune._yaml import write_yaml
 from nas_prune.cli import main
@@ -52,6 +55,32 @@ def storage_of(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'study.db').resolve()}"
 
 
+def _dominates(a: tuple[float, int], b: tuple[float, int]) -> bool:
+    """(accuracy, FLOPs) ``a`` beats ``b``: no worse in both, better in one."""
+    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+
+
+def assert_pareto_front(run_dir: Path) -> tuple[set[int], list[dict[str, str]]]:
+    """RUN/pareto/ holds exactly the completed trials of trials.csv that no completed trial
+    dominates (one file per distinct point); returns (front trial numbers, completed rows)."""
+    from nas_prune import load_spec
+
+    done = [r for r in read_csv(run_dir) if r["state"] == "COMPLETE"]
+    point = {int(r["number"]): (float(r["val_acc"]), int(r["flops"])) for r in done}
+    widths = {int(r["number"]): r["widths"] for r in done}
+    front = {n for n, p in point.items() if not any(_dominates(q, p) for q in point.values())}
+    files = sorted((run_dir / "pareto").glob("trial*.yaml"))
+    exported = {int(p.stem[len("trial"):]) for p in files}
+    assert exported, "no Pareto front written"
+    assert exported <= front, f"dominated trials exported: {sorted(exported - front)}"
+    for n in front - exported:  # only an exact duplicate of an exported point may be left out
+        assert any(point[m] == point[n] and widths[m] == widths[n] for m in exported), n
+    for path in files:  # each file describes its trial
+        spec, n = load_spec(path), int(path.stem[len("trial"):])
+        assert (spec.metrics["val_acc"], spec.flops) == pytest.approx(point[n])
+    return front, done
+
+
 # ---- records -------------------------------------------------------------------------------
 def _rec(n: int, acc: float | None, flops: int, state: str = "COMPLETE", **kw) -> TrialRecord:
     return TrialRecord(number=n, state=state, role="search", seed_method="uniform",
@@ -88,6 +117,21 @@ def test_best_ranking_and_pareto_front() -> None:
     assert best.number == 1 and "none within" in rule
 
 
+def test_the_pareto_front_is_exactly_the_non_dominated_completed_trials() -> None:
+    rng = random.Random(0)
+    for _ in range(20):
+        recs = [_rec(i, round(rng.uniform(0.5, 0.9), 2), rng.randrange(10, 100, 5),
+                     state=rng.choice(["COMPLETE"] * 4 + ["PRUNED", "FAIL"]))
+                for i in range(rng.randrange(1, 30))]
+        done = [r for r in recs if r.state == "COMPLETE"]
+        front = pareto_front(recs)
+        numbers = {r.number for r in front}
+        for r in done:
+            beaten = any(_dominates((o.val_acc, o.flops), (r.val_acc, r.flops)) for o in done)
+            assert (r.number in numbers) != beaten, r  # on the front iff nothing beats it
+        assert [r.flops for r in front] == sorted(r.flops for r in front)
+
+
 def test_search_rejects_bad_settings_before_training(tmp_path: Path, capsys) -> None:
     rc = search(tmp_path, tmp_path / "run", "--sampler", "tpe",
                 extra=["search.early_stopping=sometimes"])
@@ -102,4 +146,13 @@ def test_search_rejects_bad_settings_before_training(tmp_path: Path, capsys) -> 
 
 def test_export_of_a_directory_that_is_no_run(tmp_path: Path, capsys) -> None:
     assert main(["export", str(tmp_path)]) == 2
-    assert "not the run directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a nas-prune run directory" in err and str(tmp_path) in err
+    assert main(["export", str(tmp_path / "typo")]) == 2
+    err = capsys.readouterr().err
+    assert "no such directory" in err and str(tmp_path / "typo") in err
+    # a run directory killed before its first trial: it says so, and how to continue it
+    (tmp_path / "config.yaml").write_text("run_dir: x\n")
+    assert main(["export", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no search.json" in err and "--resume" in err

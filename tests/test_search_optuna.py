@@ -16,7 +16,15 @@ from nas_prune.cli import main
 from nas_prune.rundir import CSV_FIELDS, read_json
 from nas_prune.widths import SearchSpace
 
-from .test_search_common import TINY, read_csv, search, storage_of, tiny_args, tiny_space_file
+from .test_search_common import (
+    TINY,
+    assert_pareto_front,
+    read_csv,
+    search,
+    storage_of,
+    tiny_args,
+    tiny_space_file,
+)
 
 
 class TrainCounter:
@@ -156,13 +164,14 @@ def test_multi_objective_search_exports_a_pareto_front(tmp_path: Path) -> None:
     assert len(study.directions) == 2
     info = read_json(run / "search.json")
     assert info["sampler"] == "nsga2" and info["early_stopping"] == "none"
-    front = sorted((run / "pareto").glob("trial*.yaml"))
-    assert front
-    # files are named by trial number; along the front (by FLOPs) ...
-    specs = sorted((load_spec(p) for p in front), key=lambda s: s.flops)
+    # the exported front is exactly the completed trials that no completed trial dominates
+    front, _ = assert_pareto_front(run)
+    specs = sorted((load_spec(p) for p in (run / "pareto").glob("trial*.yaml")),
+                   key=lambda s: s.flops)
     accs = [s.metrics["val_acc"] for s in specs]
     # along the front, more FLOPs must buy strictly more accuracy
     assert all(a2 > a1 for a1, a2 in zip(accs, accs[1:], strict=False))
+    assert {s.provenance["trial"] for s in specs} <= front
 
 
 def test_a_second_run_in_the_same_directory_needs_resume(tmp_path: Path, capsys) -> None:

@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..rundir import CONFIG_YAML, state_counts
+from ..search.backends import BACKENDS
+from ..search.samplers import EARLY_STOPPING, SAMPLERS
+from ..search.space import OBJECTIVES
 from ..seeds import ProposalRun
 from ._common import add_config_arguments, human, resolve_config, table
 
@@ -109,18 +113,19 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=("flops", "params"), help="what the budget limits")
     p.add_argument("--run-dir", help="run directory (default: config's run_dir)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run directory's study without retraining finished trials "
-                        "(stop any workers first)")
-    p.add_argument("--backend", choices=("optuna", "ray"))
+                   help="continue the search in an existing --run-dir without retraining "
+                        "finished trials or cached base networks (stop any workers first)")
+    p.add_argument("--backend", choices=tuple(BACKENDS))
     p.add_argument("--n-trials", type=int, help="total trials, the seed and uniform ones included")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--sampler", choices=("tpe", "cmaes", "random", "nsga2"))
-    p.add_argument("--early-stopping", choices=("median", "halving", "none"),
+    p.add_argument("--sampler", choices=tuple(SAMPLERS))
+    p.add_argument("--early-stopping", choices=tuple(EARLY_STOPPING),
                    help="stop weak trials early (Optuna pruners / Ray schedulers)")
-    p.add_argument("--objective", choices=("single", "multi"),
+    p.add_argument("--objective", choices=OBJECTIVES,
                    help="single: accuracy at the budget; multi: accuracy and FLOPs (Pareto)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUN/study.db)")
-    p.add_argument("--study", dest="study_name", help="Optuna study name (default: run dir name)")
+    p.add_argument("--study", dest="study_name", help="Optuna study name (default: the one "
+                   "RUN/search.json records, else the run dir name)")
     p.add_argument("--final-seeds", type=int, help="seeds for retraining best/seeds/uniform")
     p.add_argument("--finalists", type=int, metavar="K",
                    help="retrain the top K trials on the final seeds and pick the winner by "
@@ -198,8 +203,8 @@ def run_search(args: argparse.Namespace) -> int:
     if args.resume and not args.config:
         # resume with the run's own config unless another one is given
         run_dir = Path(args.run_dir or resolve_config(args, **extra).run_dir)
-        if (run_dir / "config.yaml").is_file():
-            args.config = str(run_dir / "config.yaml")
+        if (run_dir / CONFIG_YAML).is_file():
+            args.config = str(run_dir / CONFIG_YAML)
     cfg = resolve_config(args, **extra)
     _quiet_optuna()
     out = Printer()
@@ -216,7 +221,7 @@ def run_search(args: argparse.Namespace) -> int:
                 f"{cfg.search.backend}, {cfg.search.n_trials} trials, run dir {cfg.run_dir}")
     result = search(cfg, run_dir=cfg.run_dir, resume=args.resume, command=command, events=out)
     wall = time.perf_counter() - t0
-    counts = {k: v for k, v in _counts(result.records).items() if v}
+    counts = {k: v for k, v in state_counts(result.records).items() if v}
     out.message("")
     out.message(f"trials: {', '.join(f'{k} {v}' for k, v in counts.items())}; wall time "
                 f"{wall:.1f}s")
@@ -242,12 +247,6 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _counts(records) -> dict[str, int]:
-    from ..rundir import state_counts
-
-    return state_counts(records)
-
-
 # ---- worker --------------------------------------------------------------------------------
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", required=True, help="the study's storage URL (search.json)")
@@ -267,7 +266,7 @@ def run_worker(args: argparse.Namespace) -> int:
     out = Printer()
     records = worker(args.storage, args.study_name, device=args.device, n_trials=args.n_trials,
                      events=out)
-    counts = {k: v for k, v in _counts(records).items() if v}
+    counts = {k: v for k, v in state_counts(records).items() if v}
     out.message(f"study now holds: {', '.join(f'{k} {v}' for k, v in counts.items())}")
     return 0
 
@@ -293,7 +292,8 @@ def run_export(args: argparse.Namespace) -> int:
     out = export_run(args.run_dir, top=args.top, pareto=args.pareto, onnx=args.onnx,
                      storage=args.storage)
     counts = {k: v for k, v in out["counts"].items() if v}
-    print(f"{args.run_dir}: {', '.join(f'{k} {v}' for k, v in counts.items()) or 'no trials'}")
+    print(f"{args.run_dir}: {', '.join(f'{k} {v}' for k, v in counts.items()) or 'no trials'} "
+          f"(from {out['source']}; trials.csv and trials.jsonl rewritten from it)")
     best = out["best"]
     if best is None:
         print("no completed trial: best.yaml not written")

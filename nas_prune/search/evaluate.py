@@ -4,13 +4,14 @@ A candidate's widths become an :class:`~nas_prune.widths.ArchSpec`, which is tra
 with :func:`nas_prune.scratch.train_spec` under the run's config and scored on the validation
 split after every epoch.
 
-Epochs follow the config's budget rule (Scratch-B by default: base epochs x base FLOPs /
-candidate FLOPs, truncated, capped at 2x). When the budget is on FLOPs and the objective is
-single, every candidate meets the budget (within the tolerance, or a seed method's 1%), so all of
-them get the Scratch-B epochs *of the target FLOPs*: with few base epochs the truncation would
-otherwise turn a 1% FLOPs difference into a 33% compute difference (2 base epochs: 0.499 of the
-FLOPs trains 4 epochs, 0.504 trains 3) and bias the ranking. Multi-objective candidates and
-params budgets use each candidate's own FLOPs.
+Epochs follow the config's budget rule (:func:`nas_prune.train.budget_epochs`; Scratch-B by
+default: base epochs x base FLOPs / candidate FLOPs, rounded to the nearest epoch, at least the
+base epochs and capped at ``train.max_budget_scale``, 2x by default). When the budget is on FLOPs
+and the objective is single, every candidate meets the budget (within the tolerance, or a seed
+method's 1%), so all of them get the Scratch-B epochs *of the target FLOPs*: with few base epochs
+the rounding would otherwise turn a 1% FLOPs difference into a whole epoch (3 base epochs at a
+0.55 budget: 0.545 of the FLOPs trains 6 epochs, 0.551 trains 5) and bias the ranking.
+Multi-objective candidates and params budgets use each candidate's own FLOPs.
 
 ``on_epoch(epoch, val_acc) -> stop`` lets a backend's early-stopping rule end a weak run (state
 ``PRUNED``). Any failure (a diverged loss, CUDA out of memory, any exception) becomes state

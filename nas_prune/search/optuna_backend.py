@@ -6,13 +6,11 @@
   ``optuna.load_study``; every trial carries its widths, FLOPs, params, FLOPs ratio, validation
   curve, epochs, wall time, seed method and role as user attributes.
 * The study's user attributes hold the run's resolved config and candidate space
-  (``nas_prune_setup``) and the trial total (``n_trials``), so ``nas-prune worker`` can join from
-  another process or machine with nothing but the storage URL.
-* Samplers: ``tpe`` (seeded), ``cmaes`` (needs the ``cmaes`` package), ``random``, ``nsga2``;
-  with ``objective: multi`` the default ``tpe`` becomes NSGA-II. Early stopping: ``median``
-  (Optuna's MedianPruner), ``halving`` (SuccessiveHalvingPruner) or ``none``; the seed and uniform
-  trials report their curves but are never stopped (they are the baselines of the final table),
-  and multi-objective studies have no early stopping (Optuna cannot stop them).
+  (``nas_prune_setup``) and the trial total (``n_trials``), so ``nas-prune worker``
+  (:func:`run_worker`) can join from another process or machine with nothing but the storage URL.
+* Samplers and early-stopping rules come from :mod:`nas_prune.search.samplers`; the seed and
+  uniform trials report their curves but are never stopped (they are the baselines of the final
+  table), and multi-objective studies have no early stopping (Optuna cannot stop them).
 * ``n_trials`` counts every trial of the study (the enqueued seed and uniform trials, rejected
   ones, and those of other workers), except trials that were interrupted: a resumed or joined
   study runs only what is missing. Trials left ``RUNNING`` by a killed process are marked
@@ -22,6 +20,8 @@
   TPE, CMA-ES and NSGA-II rebuild their model from the stored trials, so a resumed study continues
   the same search; its random draws differ from an uninterrupted run's. A worker seeds from its
   host and process id (so two workers never draw the same points) and is not reproducible.
+* Reading a study never creates one: a missing SQLite file, a database that is not one, a wrong
+  or missing study name are one-line errors naming the storage and the study.
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..config import Config
 from ..errors import UserError
-from ..rundir import TrialRecord
+from ..rundir import SEARCH_JSON, SETUP_JSON, STUDY_DB, TrialRecord, read_json, write_records
+from ..train import resolve_device
+from ._backend import Location, SearchBackend, SearchEvents, mask_url
 from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
+from .samplers import check_early_stopping, check_sampler, make_early_stopping, make_sampler
 
-SAMPLERS = ("tpe", "cmaes", "random", "nsga2")
-EARLY_STOPPING = ("median", "halving", "none")
 ATTR_SETUP = "nas_prune_setup"
 ATTR_TOTAL = "n_trials"
 ATTR_RUN_DIR = "run_dir"
@@ -54,26 +56,41 @@ class TrialFailed(Exception):
     """Raised by the objective so that Optuna records the trial as FAIL and carries on."""
 
 
-# ---- storage, sampler, early stopping ------------------------------------------------------
+# ---- storage -------------------------------------------------------------------------------
 def default_storage(run_dir: str | Path) -> str:
-    return f"sqlite:///{(Path(run_dir) / 'study.db').resolve()}"
+    return f"sqlite:///{(Path(run_dir) / STUDY_DB).resolve()}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage; relational ones with heartbeats and re-enqueueing of dead trials."""
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme not in _RDB_SCHEMES:
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (None for other storages, ``:memory:``)."""
+    if _scheme(url) != "sqlite" or ":///" not in url:
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def open_storage(url: str, *, who: str = "search.storage") -> optuna.storages.BaseStorage:
+    """An Optuna storage; relational ones with heartbeats and re-enqueueing of dead trials.
+
+    Creates a missing SQLite file (and its folder): readers check :func:`sqlite_file` first.
+    """
+    shown = mask_url(url)
+    if _scheme(url) not in _RDB_SCHEMES:
         try:
             return optuna.storages.get_storage(url)
         except Exception as exc:
-            raise UserError(f"search.storage: {url!r} is not a storage Optuna can open "
+            raise UserError(f"{who}: {shown!r} is not a storage Optuna can open "
                             f"({type(exc).__name__}); use sqlite:///PATH or a database URL"
                             ) from None
     engine_kwargs: dict[str, Any] = {}
-    if scheme == "sqlite":
-        path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if _scheme(url) == "sqlite":
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental
@@ -83,62 +100,55 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                                               grace_period=GRACE_S,
                                               heartbeat_stale_trial_callback=_requeue_stale)
     except Exception as exc:  # sqlalchemy errors vary by database
-        raise UserError(f"search.storage: cannot open {url!r} ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:160]})") from None
+        raise UserError(f"{who}: cannot open {shown} ({_error_line(exc)}); "
+                        f"{'restore the file' if path else 'check the URL'}") from None
 
 
-def make_sampler(name: str, *, seed: int, objective: str, n_trials: int,
-                 n_baselines: int) -> optuna.samplers.BaseSampler:
-    if name not in SAMPLERS:
-        raise UserError(f"search.sampler: {name!r}; choose one of {', '.join(SAMPLERS)}")
-    if objective == "multi":
-        if name == "cmaes":
-            raise UserError("search.sampler: cmaes cannot optimise two objectives; use nsga2, "
-                            "tpe (which then means nsga2) or random")
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=_population(n_trials))
-    if name == "tpe":
-        # Random start-up trials after the baselines; Optuna's default of 10 would leave short
-        # searches (the quick-start's 8 trials) without any model-based proposal.
-        startup = max(n_baselines + 1, min(10, n_trials // 2))
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    if name == "cmaes":
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
-            raise UserError("search.sampler: cmaes needs the cmaes package; pip install cmaes "
-                            "or choose tpe") from None
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_baselines,
-                                            warn_independent_sampling=False)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=_population(n_trials))
+def _error_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {(lines[0] if lines else '')[:160]}"
 
 
-def _population(n_trials: int) -> int:
-    """NSGA-II population: at least 4, at most Optuna's default 50, about 3 generations."""
-    return max(4, min(50, n_trials // 3))
+def open_study(url: str, name: str | None, *, who: str, flag: str = "--study"
+               ) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """An existing study created by ``nas-prune search``, and its storage.
 
-
-def effective_sampler(name: str, objective: str) -> str:
-    return "nsga2" if objective == "multi" and name == "tpe" else name
-
-
-def make_early_stopping(name: str, *, objective: str, n_baselines: int,
-                        warmup_epochs: int = 0) -> optuna.pruners.BasePruner:
-    """The early-stopping rule. ``warmup_epochs``: the median rule judges no trial before this
-    many epochs (the first epochs of a from-scratch run are too noisy to rank candidates)."""
-    if name not in EARLY_STOPPING:
-        raise UserError(f"search.early_stopping: {name!r}; choose one of "
-                        f"{', '.join(EARLY_STOPPING)}")
-    if name == "none" or objective == "multi":
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        # The baselines run to the end and form the first reference curves.
-        return optuna.pruners.MedianPruner(n_startup_trials=max(1, n_baselines),
-                                           n_warmup_steps=max(0, warmup_epochs))
-    return optuna.pruners.SuccessiveHalvingPruner()
+    Every way of not finding one (no database file, not a database, no such study, several
+    studies and no name) is a one-line :class:`UserError` that starts with ``who`` and names the
+    storage and the study in words; ``flag`` is the option that chooses the study. Creates
+    nothing.
+    """
+    shown = mask_url(url)
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        what = f"study {name!r}" if name else "study"
+        raise UserError(f"{who}: no {what} in {shown}; the database file {path} does not "
+                        f"exist; check --storage (nas-prune search writes it to RUN/search.json)")
+    storage = open_storage(url, who=who)
+    try:
+        names = optuna.study.get_all_study_names(storage)
+        if name is None:
+            if not names:
+                raise UserError(f"{who}: no study in {shown}; check --storage")
+            if len(names) > 1:
+                raise UserError(f"{who}: {shown} holds {len(names)} studies "
+                                f"({', '.join(map(repr, names))}); choose one with {flag}")
+            name = names[0]
+        if name not in names:
+            held = f"it holds {', '.join(map(repr, names))}" if names else "it holds none"
+            raise UserError(f"{who}: no study {name!r} in {shown}; {held}; check {flag} "
+                            f"(nas-prune writes it to RUN/search.json)")
+        study = optuna.load_study(study_name=name, storage=storage)
+        attrs = study.user_attrs
+    except UserError:
+        raise
+    except Exception as exc:  # a damaged database fails on its first query
+        raise UserError(f"{who}: cannot read study {name!r} in {shown} ({_error_line(exc)}); "
+                        f"restore the database") from None
+    if ATTR_SETUP not in attrs:
+        raise UserError(f"{who}: study {name!r} in {shown} was not created by nas-prune search "
+                        f"(no {ATTR_SETUP} user attribute)")
+    return study, storage
 
 
 # ---- trials <-> records --------------------------------------------------------------------
@@ -205,22 +215,15 @@ def create_study(setup: SearchSetup, storage: optuna.storages.BaseStorage, name:
     return study
 
 
-def load_study(storage: optuna.storages.BaseStorage, name: str | None) -> optuna.Study:
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise UserError(f"--study: no study {name!r} in this storage; check the name "
-                        f"(nas-prune writes it to RUN/search.json)") from None
-    except ValueError as exc:  # several studies and no name
-        raise UserError(f"--study: {exc}".splitlines()[0]) from None
-    if ATTR_SETUP not in study.user_attrs:
-        raise UserError(f"study {study.study_name!r} was not created by nas-prune search "
-                        f"(no {ATTR_SETUP} user attribute)")
-    return study
-
-
 def stored_setup(study: optuna.Study, *, device: str | None = None) -> SearchSetup:
-    return SearchSetup.from_dict(study.user_attrs[ATTR_SETUP], device=device)
+    """The run's config and candidate space, from the study's user attributes."""
+    try:
+        return SearchSetup.from_dict(study.user_attrs[ATTR_SETUP], device=device)
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"study {study.study_name!r}: its {ATTR_SETUP} user attribute is not a "
+                        f"nas-prune search setup ({type(exc).__name__}: {exc})"[:300]) from None
 
 
 def _trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
@@ -379,3 +382,124 @@ def sampler_seed(base_seed: int, study: optuna.Study, *, worker: bool) -> int:
     if worker:
         return (base_seed * 1_000_003 + zlib.crc32(worker_name().encode()) + n) % (2 ** 31)
     return (base_seed + n) % (2 ** 31)
+
+
+# ---- the backend ---------------------------------------------------------------------------
+def _use_rules(study: optuna.Study, setup: SearchSetup, *, total: int, worker: bool) -> None:
+    """The configured sampler (re-seeded, see the module docstring) and early-stopping rule."""
+    search, cspace = setup.cfg.search, setup.cspace
+    n_base = len(cspace.starts)
+    study.sampler = make_sampler(search.sampler,
+                                 seed=sampler_seed(setup.cfg.random_seed, study, worker=worker),
+                                 objective=cspace.objective, n_trials=total, n_baselines=n_base)
+    study.pruner = make_early_stopping(search.early_stopping, objective=cspace.objective,
+                                       n_baselines=n_base, warmup_epochs=setup.warmup_epochs())
+
+
+class OptunaBackend(SearchBackend):
+    """Trials in an Optuna study (``search.storage``, default ``sqlite:///RUN/study.db``)."""
+
+    name = "optuna"
+
+    def check(self, cfg: Config) -> None:
+        s = cfg.search
+        check_sampler(s.sampler)
+        make_sampler(s.sampler, seed=0, objective=s.objective, n_trials=s.n_trials,
+                     n_baselines=1)  # e.g. cmaes with two objectives, or without its package
+        check_early_stopping(s.early_stopping)
+
+    def location(self, cfg: Config, run_dir: Path) -> Location:
+        """``search.storage`` (default RUN/study.db) and ``search.study_name`` (default: the
+        name RUN/search.json recorded, so a renamed run directory keeps its study; for a new
+        search the run directory's name)."""
+        url = cfg.search.storage or default_storage(run_dir)
+        recorded = (read_json(Path(run_dir) / SEARCH_JSON) or {}).get("study_name")
+        name = cfg.search.study_name or recorded or Path(run_dir).resolve().name
+        return Location(f"study {name!r} in {mask_url(url)}", study_name=name, storage=url)
+
+    def stored(self, cfg: Config, run_dir: Path) -> SearchSetup | None:
+        loc = self.location(cfg, run_dir)
+        path = sqlite_file(loc.storage)
+        if path is not None and not path.is_file():
+            return None
+        storage = open_storage(loc.storage, who=f"run directory {run_dir}")
+        try:
+            exists = study_exists(storage, loc.study_name)
+        except Exception as exc:  # a damaged database fails on its first query
+            raise UserError(f"run directory {run_dir}: cannot read {mask_url(loc.storage)} "
+                            f"({_error_line(exc)}); restore the database or start a new "
+                            f"--run-dir") from None
+        if not exists:
+            return None
+        study, _ = open_study(loc.storage, loc.study_name, who=f"run directory {run_dir}")
+        return stored_setup(study)
+
+    def run(self, setup: SearchSetup, run_dir: Path, *, resume: bool,
+            events: SearchEvents) -> list[TrialRecord]:
+        cfg = setup.cfg
+        loc = self.location(cfg, run_dir)
+        total = cfg.search.n_trials
+        if resume:
+            study, storage = open_study(loc.storage, loc.study_name,
+                                        who=f"run directory {run_dir}")
+            interrupted = fail_interrupted(study, storage)
+            if interrupted:
+                events.message(f"marked {len(interrupted)} interrupted trial(s) FAIL and queued "
+                               f"them again: {', '.join(map(str, interrupted))}")
+            done, _, waiting = progress_counts(study)
+            events.message(f"resuming {loc.label}: {done} of {total} trials done, {waiting} "
+                           f"queued")
+            study.set_user_attr(ATTR_TOTAL, total)
+        else:
+            study = create_study(setup, open_storage(loc.storage), loc.study_name,
+                                 run_dir=run_dir, n_trials=total)
+        _use_rules(study, setup, total=total, worker=False)
+
+        def on_record(record: TrialRecord, study: optuna.Study) -> None:
+            write_records(run_dir, records_of(study))
+            events.trial(record)
+
+        run_trials(study, setup, total=total, timeout=cfg.search.timeout, on_record=on_record,
+                   on_wait=lambda n: events.message(f"waiting for {n} trial(s) of other "
+                                                    f"workers"))
+        return records_of(study)
+
+    def load(self, run_dir: Path, info: dict[str, Any], *, storage: str | None = None
+             ) -> tuple[SearchSetup, list[TrialRecord], str]:
+        # the default storage is the run directory's own study.db, wherever the directory is
+        # now (search.json holds the absolute URL of where it was made)
+        stored = read_json(Path(run_dir) / SETUP_JSON) or {}
+        configured = (stored.get("config") or {}).get("search", {}).get("storage")
+        url = storage or (info.get("storage") if configured else default_storage(run_dir))
+        if not url or "***" in url:
+            raise UserError(f"{run_dir}: the study's storage URL is not recorded in full; pass "
+                            f"--storage URL")
+        name = info.get("study_name")
+        study, _ = open_study(url, name, who=f"{run_dir}", flag="study_name in search.json")
+        setup = stored_setup(study)
+        try:
+            records = records_of(study)
+        except Exception as exc:  # a damaged database can fail on any query
+            raise UserError(f"{run_dir}: cannot read the trials of study {name!r} in "
+                            f"{mask_url(url)} ({_error_line(exc)}); restore the database"
+                            ) from None
+        return setup, records, f"study {study.study_name!r} in {mask_url(url)}"
+
+
+def run_worker(storage_url: str, study_name: str | None, *, device: str | None = None,
+               n_trials: int | None = None, events: SearchEvents | None = None
+               ) -> list[TrialRecord]:
+    """Join an existing study and run trials in this process; returns the study's records.
+
+    ``n_trials``: run exactly this many; default: until the study holds its total.
+    """
+    events = events or SearchEvents()
+    study, _ = open_study(storage_url, study_name, who="worker")
+    setup = stored_setup(study, device=device)
+    total = int(study.user_attrs.get(ATTR_TOTAL, setup.cfg.search.n_trials))
+    _use_rules(study, setup, total=total, worker=True)
+    events.message(f"joined study {study.study_name!r} in {mask_url(storage_url)}: total "
+                   f"{total} trials, device {resolve_device(setup.cfg.device)}")
+    run_trials(study, setup, total=None if n_trials is not None else total, n_trials=n_trials,
+               on_record=lambda r, _s: events.trial(r), wait_for_others=False)
+    return records_of(study)

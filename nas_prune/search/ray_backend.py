@@ -5,16 +5,18 @@ The same candidate space and sampler as the Optuna backend run inside Ray Tune:
 * ``OptunaSearch`` with the candidate space as a define-by-run function
   (:meth:`CandidateSpace.suggest`), the configured Optuna sampler (seeded), and the seed and
   uniform baselines as ``points_to_evaluate``, so they are the first trials.
-* Early stopping from per-epoch ``tune.report`` calls: ``halving`` is ASHA (asynchronous
-  successive halving), ``median`` is Ray's median stopping rule (the rule of Optuna's
-  MedianPruner), ``none`` a FIFO scheduler. Multi-objective searches are never stopped early.
+* Early stopping from per-epoch ``tune.report`` calls (:data:`SCHEDULERS`): ``halving`` is
+  ASHA (asynchronous successive halving), ``median`` is Ray's median stopping rule (the rule of
+  Optuna's MedianPruner), ``none`` a FIFO scheduler. Multi-objective searches are never stopped
+  early.
   Unlike the Optuna backend, Ray's schedulers may also stop a baseline trial; the final table
   retrains the baselines anyway.
 * A function trainable with ``reuse_actors=True``: the data set is loaded once per worker process
   (:func:`nas_prune.scratch.data_for` caches it) and never shipped; trials receive the config and
   candidate space as one JSON string. ``tune.with_resources`` gives every trial
   ``gpus_per_trial`` GPUs (fractions allowed, trials then share a device) and
-  ``cpus_per_trial`` CPUs; ``max_concurrent`` trials run at once.
+  ``cpus_per_trial`` CPUs; ``max_concurrent`` trials run at once. :meth:`RayBackend.check`
+  validates them (and that Ray is installed) before any base network trains.
 * Without ``search.ray.address`` a local Ray starts with its dashboard on
   ``dashboard_host:dashboard_port``; with ``auto`` or ``ray://HOST:PORT`` it joins a cluster (on
   which nas-prune must be installed) and reports that cluster's dashboard.
@@ -32,17 +34,20 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import functools
+import importlib.util
 import json
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from ..config import Config
 from ..errors import UserError
-from ..rundir import TrialRecord, read_json, read_records, write_records
+from ..rundir import SETUP_JSON, TrialRecord, read_json, read_records, write_records
+from ._backend import Location, SearchBackend, SearchEvents
 from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
-from .optuna_backend import make_sampler
+from .samplers import check_early_stopping, make_sampler
 
 EXPERIMENT = "tune"
 METRIC = "objective"
@@ -237,14 +242,8 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
     say = on_message or (lambda _msg: None)
     run_dir = Path(run_dir).resolve()
     cfg = setup.cfg
-    rc = cfg.search.ray
-    if rc.gpus_per_trial < 0 or rc.cpus_per_trial <= 0 or rc.max_concurrent < 1:
-        raise UserError("search.ray: gpus_per_trial >= 0, cpus_per_trial > 0 and "
-                        "max_concurrent >= 1 are needed")
+    rc = cfg.search.ray  # checked by RayBackend.check
     if cfg.device.startswith("cuda"):
-        if rc.gpus_per_trial <= 0:
-            raise UserError(f"search.ray.gpus_per_trial: device {cfg.device} needs GPUs per "
-                            f"trial; set --gpus-per-trial (e.g. 1 or 0.5) or --device auto")
         # Ray shows each trial only its own GPU(s): "cuda" is the one it was given
         setup = dataclasses.replace(setup, cfg=dataclasses.replace(cfg, device="cuda"))
         cfg = setup.cfg
@@ -278,7 +277,7 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=searcher, scheduler=_scheduler(setup, multi), num_samples=n_trials,
+                    search_alg=searcher, scheduler=scheduler(setup), num_samples=n_trials,
                     max_concurrent_trials=rc.max_concurrent, time_budget_s=timeout,
                     reuse_actors=True),
                 run_config=tune.RunConfig(
@@ -309,22 +308,42 @@ def _attach(tuner, callback) -> None:
                             if not isinstance(c, _NoopCallback)] + [callback]
 
 
-def _scheduler(setup: SearchSetup, multi: bool):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+def _fifo(setup: SearchSetup):
+    from ray.tune.schedulers import FIFOScheduler
 
-    rule = setup.cfg.search.early_stopping
-    if multi or rule == "none":
-        return FIFOScheduler()
+    return FIFOScheduler()
+
+
+def _max_t(setup: SearchSetup) -> int:
     train = setup.cfg.train
-    max_t = max(train.epochs, int(train.epochs * train.max_budget_scale))
-    if rule == "halving":
-        return ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="max",
-                             max_t=max_t, grace_period=1)
-    if rule == "median":
-        return MedianStoppingRule(time_attr="training_iteration", metric=METRIC, mode="max",
-                                  grace_period=max(1, setup.warmup_epochs()),
-                                  min_samples_required=3)
-    raise UserError(f"search.early_stopping: {rule!r}; choose median, halving or none")
+    return max(train.epochs, int(train.epochs * train.max_budget_scale))
+
+
+def _asha(setup: SearchSetup):
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="max",
+                         max_t=_max_t(setup), grace_period=1)
+
+
+def _median_rule(setup: SearchSetup):
+    from ray.tune.schedulers import MedianStoppingRule
+
+    return MedianStoppingRule(time_attr="training_iteration", metric=METRIC, mode="max",
+                              grace_period=max(1, setup.warmup_epochs()), min_samples_required=3)
+
+
+#: ``search.early_stopping`` -> the Ray Tune scheduler (the names of
+#: :data:`nas_prune.search.samplers.EARLY_STOPPING`).
+SCHEDULERS: dict[str, Callable[[SearchSetup], Any]] = {
+    "median": _median_rule, "halving": _asha, "none": _fifo}
+
+
+def scheduler(setup: SearchSetup):
+    """The configured scheduler; multi-objective searches are never stopped early."""
+    rule = setup.cfg.search.early_stopping
+    check_early_stopping(rule, SCHEDULERS)
+    return _fifo(setup) if setup.cspace.objective == "multi" else SCHEDULERS[rule](setup)
 
 
 # ---- reading results back (export) ---------------------------------------------------------
@@ -339,10 +358,17 @@ def collect_records(run_dir: str | Path, setup: SearchSetup) -> list[TrialRecord
         result_file, params_file = trial_dir / "result.json", trial_dir / "params.json"
         if not result_file.is_file() or not params_file.is_file():
             continue
-        lines = [x for x in result_file.read_text().splitlines() if x.strip()]
+        lines = [x for x in result_file.read_text(errors="replace").splitlines() if x.strip()]
         if not lines:
             continue
-        last = json.loads(lines[-1])
+        try:
+            last = json.loads(lines[-1])
+            if not isinstance(last, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise UserError(f"{result_file}: the last line is not a Ray result "
+                            f"({type(exc).__name__}); restore the file or delete the trial's "
+                            f"folder") from None
         m = re.match(r".*?_[0-9a-f]{5,}_(\d+)_", trial_dir.name)
         number = int(m.group(1)) - 1 if m else None
         if number is None or number in records:
@@ -363,5 +389,62 @@ def collect_records(run_dir: str | Path, setup: SearchSetup) -> list[TrialRecord
     return sorted(records.values(), key=lambda r: r.number)
 
 
-__all__ = ["collect_records", "experiment_dir", "init_ray", "run_ray", "run_trial",
-           "worker_name"]
+# ---- the backend ---------------------------------------------------------------------------
+class RayBackend(SearchBackend):
+    """Trials in a Ray Tune experiment under ``RUN/ray/tune``, on a local Ray or a cluster."""
+
+    name = "ray"
+    fixed_on_resume: ClassVar[dict[str, str]] = {
+        "search.n_trials": "a resumed Ray experiment keeps its trial count (Tuner.restore "
+                           "cannot change it); drop --n-trials"}
+
+    def check(self, cfg: Config) -> None:
+        s, rc = cfg.search, cfg.search.ray
+        if importlib.util.find_spec("ray") is None:
+            raise UserError("search.backend: ray needs Ray Tune; pip install 'ray[tune]' or use "
+                            "--backend optuna")
+        make_sampler(s.sampler, seed=0, objective=s.objective, n_trials=s.n_trials,
+                     n_baselines=1)
+        check_early_stopping(s.early_stopping, SCHEDULERS)
+        if rc.gpus_per_trial < 0:
+            raise UserError(f"search.ray.gpus_per_trial: {rc.gpus_per_trial}; must be >= 0")
+        if rc.cpus_per_trial <= 0:
+            raise UserError(f"search.ray.cpus_per_trial: {rc.cpus_per_trial}; must be > 0")
+        if rc.max_concurrent < 1:
+            raise UserError(f"search.ray.max_concurrent: {rc.max_concurrent}; must be >= 1")
+        if cfg.device.startswith("cuda") and rc.gpus_per_trial <= 0:
+            raise UserError(f"search.ray.gpus_per_trial: device {cfg.device} needs GPUs per "
+                            f"trial; set --gpus-per-trial (e.g. 1 or 0.5) or --device auto")
+
+    def location(self, cfg: Config, run_dir: Path) -> Location:
+        return Location(f"Ray Tune experiment in {experiment_dir(run_dir)}")
+
+    def stored(self, cfg: Config, run_dir: Path) -> SearchSetup | None:
+        if not experiment_dir(run_dir).is_dir():
+            return None
+        stored = read_json(Path(run_dir) / SETUP_JSON)
+        if stored is None:
+            raise UserError(f"run directory {run_dir}: it holds a Ray Tune experiment but no "
+                            f"{SETUP_JSON}, so the search cannot be continued; start a new "
+                            f"--run-dir")
+        return SearchSetup.from_dict(stored)
+
+    def run(self, setup: SearchSetup, run_dir: Path, *, resume: bool,
+            events: SearchEvents) -> list[TrialRecord]:
+        s = setup.cfg.search
+        return run_ray(setup, run_dir=run_dir, resume=resume, n_trials=s.n_trials,
+                       timeout=s.timeout, on_record=events.trial, on_message=events.message)
+
+    def load(self, run_dir: Path, info: dict[str, Any], *, storage: str | None = None
+             ) -> tuple[SearchSetup, list[TrialRecord], str]:
+        stored = read_json(Path(run_dir) / SETUP_JSON)
+        if stored is None:
+            raise UserError(f"{run_dir}: no {SETUP_JSON}; the Ray search stopped before its "
+                            f"first trial, or the file was deleted")
+        setup = SearchSetup.from_dict(stored)
+        return (setup, collect_records(run_dir, setup),
+                f"RUN/trials.jsonl and the Ray results in {experiment_dir(run_dir)}")
+
+
+__all__ = ["SCHEDULERS", "RayBackend", "collect_records", "experiment_dir", "init_ray",
+           "run_ray", "run_trial", "scheduler", "worker_name"]

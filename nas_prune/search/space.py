@@ -47,9 +47,6 @@ ROLES = ("seed", "uniform", "search")
 _BISECT_STEPS = 60
 
 
-
-
-
 @dataclass(frozen=True)
 class Candidate:
     """A decoded trial: the widths to train, or why there are none (``rejected``)."""
@@ -183,7 +180,7 @@ class CandidateSpace:
         """Bisect one common factor ``s`` so that the snapped widths meet the target.
 
         When the snapped cost jumps over the tolerance band, single groups are moved one grid
-        step from the nearer side (:func:`~nas_prune.seeds._base.refine_to_budget`). Returns
+        step from the nearer side (:func:`~nas_prune.budget.refine_to_budget`). Returns
         (widths, s, "") or (None, None, reason) when nothing lands within tolerance.
         The cost is non-decreasing in ``s`` (snapping and clipping are monotone), from the
         space's minimum widths at ``s -> 0`` to its maximum widths for large ``s``.
