@@ -1,28 +1,37 @@
 """Strict experiment configs: YAML -> typed dataclasses, ``--set key.sub=value`` overrides.
 
-Unknown keys and wrong types are one-line :class:`UserError` s that name the key. The resolved
-config is written into every run directory (:func:`save_config`).
+Unknown keys, wrong types and out-of-range values are one-line :class:`UserError` s that name the
+dotted key (``train.lr``), the bad value and what is accepted. :data:`RULES` holds one check per
+field (booleans need none beyond their type); :func:`validate` applies them and the cross-field
+rules, and :func:`from_dict` calls it on every :class:`Config` it builds, so a config read from
+YAML, ``--set`` or a run directory's ``setup.json`` is checked before anything trains. The
+resolved config is written into every run directory (:func:`save_config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from ._meta import data_dir
 from ._yaml import read_yaml, write_yaml
-from .data import DataConfig
+from .data import DATASETS, DataConfig
 from .errors import UserError
-from .train import TrainConfig
+from .train import BUDGETS, SCHEDULES, TrainConfig
 
 CONFIGS_DIR = data_dir("configs")
 DEFAULT_CONFIG = "default"
+METRICS = ("flops", "params")
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -103,8 +112,6 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 errors.append(exc)
         raise errors[0]
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
     if tp is Any:
         return value
@@ -115,7 +122,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+        return {str(k): _convert(v, args[1], _join(where, k)) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -133,14 +140,270 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+# ---- value checks --------------------------------------------------------------------------
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """A finite number in ``[lo, hi]``; an end is open when ``lo_open``/``hi_open``, absent when
+    None. ``None`` values pass (the field's type says whether null is allowed)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def describe(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return (f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}"
+                    f"{')' if self.hi_open else ']'}")
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+        return f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
+
+    def check(self, value: Any, key: str) -> None:
+        if value is None:
+            return
+        ok = isinstance(value, int) or math.isfinite(value)
+        if ok and self.lo is not None:
+            ok = value > self.lo if self.lo_open else value >= self.lo
+        if ok and self.hi is not None:
+            ok = value < self.hi if self.hi_open else value <= self.hi
+        if not ok:
+            raise UserError(f"{key}: {value!r} is out of range; must be {self.describe()}")
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a fixed set of strings."""
+
+    choices: tuple[str, ...]
+
+    def check(self, value: Any, key: str) -> None:
+        if value not in self.choices:
+            raise UserError(f"{key}: {value!r}; choose one of {', '.join(self.choices)}")
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A name in a registry of another module (``module.attr``, a dict or tuple of names),
+    looked up when first checked: the search's registries import Optuna."""
+
+    module: str
+    attr: str
+
+    def choices(self) -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(self.module), self.attr))
+
+    def check(self, value: Any, key: str) -> None:
+        OneOf(self.choices()).check(value, key)
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A string with something in it (or None, where the type allows it)."""
+
+    what: str = "a non-empty string"
+
+    def check(self, value: Any, key: str) -> None:
+        if value is not None and not value.strip():
+            raise UserError(f"{key}: {value!r} is empty; must be {self.what}")
+
+
+@dataclass(frozen=True)
+class Device:
+    """``auto``, or a torch device string of a supported type: cpu, cuda, cuda:N, mps.
+
+    Whether the device exists on this machine is checked where it is used
+    (:func:`nas_prune.train.resolve_device`): a run directory's config may name a GPU that only
+    the machine that runs its trials has.
+    """
+
+    def check(self, value: Any, key: str) -> None:
+        if value == "auto":
+            return
+        try:
+            dev = torch.device(value)
+        except (RuntimeError, TypeError, ValueError):
+            dev = None
+        if dev is None or dev.type not in DEVICE_TYPES:
+            raise UserError(f"{key}: {value!r} is not a device; choose auto, cpu, cuda, "
+                            f"cuda:N or mps")
+
+
+@dataclass(frozen=True)
+class Milestones:
+    """Fractions of training in (0, 1), in increasing order."""
+
+    def check(self, value: Any, key: str) -> None:
+        if any(not (math.isfinite(m) and 0 < m < 1) for m in value) or list(value) != sorted(value):
+            raise UserError(f"{key}: {list(value)} must be increasing fractions of training, "
+                            f"each in (0, 1)")
+
+
+@dataclass(frozen=True)
+class SeedMethods:
+    """``seed_method.name``: a method, a comma-separated list, or ``all``."""
+
+    def check(self, value: Any, key: str) -> None:
+        from .seeds import SEED_METHODS, parse_methods
+
+        try:
+            parse_methods(value)
+        except UserError:
+            raise UserError(f"{key}: {value!r}; give a seed method, a comma-separated list or "
+                            f"'all'; methods are {', '.join(SEED_METHODS)}") from None
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """``seed_method.options``: keys are seed methods, values options each method accepts."""
+
+    def check(self, value: Any, key: str) -> None:
+        from .seeds import SEED_METHODS, get_method
+
+        for name, opts in value.items():
+            if name not in SEED_METHODS:
+                raise UserError(f"{key}.{name}: not a seed method; choose from "
+                                f"{', '.join(SEED_METHODS)}")
+            get_method(name, opts)  # each method checks its own options
+
+
+_SEED = Range(0, 2 ** 32 - 1)  # what torch, numpy and Optuna's samplers all accept
+_EPOCHS = Range(1, 100_000)
+_POSITIVE = Range(1, 10 ** 9)
+
+#: One check per config field, by dotted key. Booleans are fully checked by their type.
+RULES: dict[str, Any] = {
+    "space": NonEmpty("a search space name or YAML path"),
+    "device": Device(),
+    "random_seed": _SEED,
+    "run_dir": NonEmpty("a folder"),
+    "data.name": OneOf(DATASETS),
+    "data.root": NonEmpty("a folder (or null)"),
+    "data.val_size": Range(0, 10 ** 8),
+    "data.train_subset": _POSITIVE,
+    "data.test_subset": _POSITIVE,
+    "data.split_seed": _SEED,
+    "data.synthetic_train": Range(1, 10 ** 7),
+    "data.synthetic_test": Range(1, 10 ** 7),
+    "data.synthetic_channels": Range(1, 64),
+    "data.synthetic_size": Range(1, 1024),
+    "data.synthetic_classes": Range(2, 100_000),
+    "train.epochs": _EPOCHS,
+    "train.batch_size": _POSITIVE,
+    "train.lr": Range(0, 100, lo_open=True),
+    "train.momentum": Range(0, 1, hi_open=True),
+    "train.weight_decay": Range(0, 1, hi_open=True),
+    "train.schedule": OneOf(SCHEDULES),
+    "train.milestones": Milestones(),
+    "train.gamma": Range(0, 1, lo_open=True),
+    "train.warmup_epochs": Range(0, 100_000),
+    "train.label_smoothing": Range(0, 1, hi_open=True),
+    "train.budget": OneOf(BUDGETS),
+    "train.max_budget_scale": Range(1, 100),
+    "train.eval_batch_size": _POSITIVE,
+    "seed_method.name": SeedMethods(),
+    "seed_method.budget": Range(0, 1, lo_open=True),
+    "seed_method.metric": OneOf(METRICS),
+    "seed_method.base_epochs": _EPOCHS,
+    "seed_method.base_checkpoint": NonEmpty("a state dict path (or null)"),
+    "seed_method.samples": _POSITIVE,
+    "seed_method.options": MethodOptions(),
+    "search.backend": Registered("nas_prune.search.backends", "BACKENDS"),
+    "search.n_trials": Range(1, 10 ** 6),
+    "search.timeout": Range(0, None, lo_open=True),
+    "search.sampler": Registered("nas_prune.search.samplers", "SAMPLERS"),
+    "search.early_stopping": Registered("nas_prune.search.samplers", "EARLY_STOPPING"),
+    "search.objective": Registered("nas_prune.search.space", "OBJECTIVES"),
+    "search.multiplier_low": Range(0, 1, lo_open=True),
+    "search.multiplier_high": Range(1, 100),
+    "search.tolerance": Range(0, 1, lo_open=True, hi_open=True),
+    "search.storage": NonEmpty("a storage URL (or null)"),
+    "search.study_name": NonEmpty("a study name (or null)"),
+    "search.final_seeds": Range(1, 1000),
+    "search.finalists": Range(1, 1000),
+    "search.final_epochs": _EPOCHS,
+    "search.ray.address": NonEmpty("'auto' or ray://HOST:PORT (or null)"),
+    "search.ray.gpus_per_trial": Range(0, 1024),
+    "search.ray.cpus_per_trial": Range(0, 1024, lo_open=True),
+    "search.ray.max_concurrent": Range(1, 100_000),
+    "search.ray.dashboard_host": NonEmpty("a host name or address"),
+    "search.ray.dashboard_port": Range(1, 65535),
+}
+# the most a synthetic data set may hold, in float32 values (1 GiB)
+MAX_SYNTHETIC_VALUES = 2 ** 28
+
+
+def leaf_fields(obj: Any = Config, where: str = "") -> dict[str, Any]:
+    """Dotted key -> type of every non-dataclass field of a config class (or its value)."""
+    out: dict[str, Any] = {}
+    cls = obj if isinstance(obj, type) else type(obj)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = _join(where, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(leaf_fields(hints[f.name], key))
+        else:
+            out[key] = hints[f.name]
+    return out
+
+
+def _value(cfg: Config, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: Config) -> Config:
+    """Every :data:`RULES` check, then the rules that tie fields together; returns ``cfg``."""
+    for key, rule in RULES.items():
+        rule.check(_value(cfg, key), key)
+    d, t, s = cfg.data, cfg.train, cfg.search
+    if d.name == "synthetic":
+        if d.val_size >= d.synthetic_train:
+            raise UserError(f"data.val_size: {d.val_size} must be below data.synthetic_train "
+                            f"({d.synthetic_train}) so that training images are left")
+        values = (d.synthetic_train + d.synthetic_test) * d.synthetic_channels \
+            * d.synthetic_size ** 2
+        if values > MAX_SYNTHETIC_VALUES:
+            raise UserError(f"data.synthetic_*: {values:,} values (images x channels x size^2) "
+                            f"is more than the {MAX_SYNTHETIC_VALUES:,} allowed; use fewer or "
+                            f"smaller images")
+    if t.warmup_epochs > t.epochs:
+        raise UserError(f"train.warmup_epochs: {t.warmup_epochs:g} is more than train.epochs "
+                        f"({t.epochs}); must be in [0, {t.epochs}]")
+    if s.finalists > 1 and s.objective == "multi":
+        raise UserError(f"search.finalists: {s.finalists} applies to the single objective; with "
+                        f"search.objective multi the Pareto front is exported instead; set it "
+                        f"to 1")
+    if s.sampler == "cmaes" and s.objective == "multi":
+        raise UserError("search.sampler: 'cmaes' cannot optimise two objectives; use nsga2, "
+                        "tpe or random with search.objective multi")
+    return cfg
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """A dataclass from a plain mapping: unknown keys and wrong types are one-line errors.
+
+    A :class:`Config` is also :func:`validate` d. ``where`` is the dotted key of ``data``.
+    """
+    if not isinstance(data, dict):
+        raise UserError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            raise UserError(f"{where}.{key}: unknown key; allowed keys: {', '.join(names)}")
-    kwargs = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+            raise UserError(f"{_join(where, key)}: unknown key; allowed keys: {', '.join(names)}")
+    kwargs = {k: _convert(v, hints[k], _join(where, k)) for k, v in data.items()}
+    obj = cls(**kwargs)
+    return validate(obj) if cls is Config else obj
 
 
 def to_dict(obj: Any) -> Any:

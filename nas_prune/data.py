@@ -105,6 +105,10 @@ def load_data(cfg: DataConfig, *, device: torch.device | str = "cpu") -> Splits:
     if cfg.name not in DATASETS:
         raise UserError(f"data.name: unknown dataset {cfg.name!r}; choose one of "
                         f"{', '.join(DATASETS)}")
+    for key in ("train_subset", "test_subset"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise UserError(f"data.{key}: {value!r} is out of range; must be >= 1 (or null)")
     if cfg.name == "synthetic":
         train_x, train_y, test_x, test_y = _synthetic(cfg)
         mean = train_x.mean(dim=(0, 2, 3)).tolist()

@@ -54,8 +54,10 @@ class TrainConfig:
                             f"{', '.join(SCHEDULES)}")
         if self.budget not in BUDGETS:
             raise UserError(f"train.budget: {self.budget!r}; choose one of {', '.join(BUDGETS)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise UserError("train.epochs and train.batch_size must be >= 1")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise UserError(f"train.{key}: {getattr(self, key)!r} is out of range; "
+                                f"must be >= 1")
 
 
 def budget_epochs(cfg: TrainConfig, *, base_flops: int, flops: int) -> int:
@@ -103,11 +105,29 @@ class TrainHooks:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` (CUDA when there is one), or a device this machine has; else a UserError."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: {device} asked for but CUDA is not available; use 'cpu' or 'auto'")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"device: {device!r} is not a device; choose auto, cpu, cuda, cuda:N "
+                        f"or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device: {device} asked for but CUDA is not available; use 'cpu' "
+                            f"or 'auto'")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise UserError(f"device: {device} asked for but this machine has {n} CUDA "
+                            f"device(s): cuda:0 to cuda:{n - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"device: {device} asked for but MPS is not available; use 'cpu' "
+                            f"or 'auto'")
+    elif dev.type != "cpu":
+        raise UserError(f"device: {device!r} is not supported; choose auto, cpu, cuda, cuda:N "
+                        f"or mps")
     return dev
 
 
@@ -191,6 +211,9 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, epochs: int | Non
     model.train()
     opt = make_optimizer(model, cfg)
     n = len(data.train)
+    if n == 0:
+        raise UserError("data: the training split is empty; raise data.train_subset or lower "
+                        "data.val_size")
     bs = min(cfg.batch_size, n)
     steps_per_epoch = n // bs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch * epochs,

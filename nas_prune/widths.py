@@ -26,19 +26,85 @@ from .families import Family, InputShape, Widths, get_family
 
 FORMAT_VERSION = 1
 SPACES_DIR = data_dir("search_spaces")
+MAX_WIDTH = 1 << 16  # channels of one width group
+MAX_PARAMS = 1 << 28  # parameters of one network (1 GiB of fp32): more is a typo, not a model
+MAX_FAMILY_NUMBER = 1e6  # a numeric family argument (a depth, an initial BN gamma)
+INPUT_LIMITS = {"channels": (1, 1024), "size": (1, 8192), "classes": (1, 1_000_000)}
+
+
+def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{where}: {value!r} is not an integer")
+    if not lo <= value <= hi:
+        raise UserError(f"{where}: {value} is out of range; must be in [{lo}, {hi}]")
+    return value
+
+
+def _float(value: Any, where: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (isinstance(value, int) or math.isfinite(value)):
+        raise UserError(f"{where}: {value!r} is not a number")
+    if not lo < value <= hi:
+        raise UserError(f"{where}: {value} is out of range; must be in ({lo:g}, {hi:g}]")
+    return float(value)
+
+
+def _mapping(value: Any, where: str, what: str) -> Mapping:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UserError(f"{where}: expected a mapping of {what}, got {value!r}")
+    return value
 
 
 def _input_shape(data: Any, where: str) -> InputShape:
     if not isinstance(data, Mapping) or set(data) != {"channels", "size", "classes"}:
         raise UserError(f"{where}.input: expected a mapping with channels, size and classes")
+    return InputShape(*(_int(data[k], f"{where}.input.{k}", *INPUT_LIMITS[k])
+                        for k in ("channels", "size", "classes")))
+
+
+def _family(data: Mapping[str, Any], args_key: str, where: str) -> Family:
+    """The family a space or architecture YAML names, its arguments checked to be plain values."""
+    name = data["family"]
+    if not isinstance(name, str):
+        raise UserError(f"{where}.family: {name!r} is not a family name")
+    args = _mapping(data.get(args_key), f"{where}.{args_key}", "family arguments")
+    for k, v in args.items():
+        if not isinstance(k, str) or isinstance(v, (Mapping, list, tuple, set)):
+            raise UserError(f"{where}.{args_key}.{k}: {v!r} is not a plain value")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) \
+                and not (math.isfinite(v) and abs(v) <= MAX_FAMILY_NUMBER):
+            raise UserError(f"{where}.{args_key}.{k}: {v!r} is out of range; must be a finite "
+                            f"number in [-{MAX_FAMILY_NUMBER:g}, {MAX_FAMILY_NUMBER:g}]")
+    shape = _input_shape(data["input"], where)
     try:
-        return InputShape(int(data["channels"]), int(data["size"]), int(data["classes"]))
-    except (TypeError, ValueError):
-        raise UserError(f"{where}.input: channels, size and classes must be integers") from None
+        return get_family(name, dict(args), shape)
+    except UserError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}.{args_key}: bad arguments for family {name!r} "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                        ) from None
+
+
+def _count(family: Family, widths: Mapping[str, int], where: str) -> tuple[int, int]:
+    """(FLOPs, params), with an input too small for the family's pooling as a UserError."""
+    try:
+        f, p = _flops.count(family, widths)
+    except RuntimeError as exc:
+        s = family.input_shape
+        raise UserError(f"{where}.input: a {family.name} {family.arguments()} network cannot "
+                        f"run on {s.channels}x{s.size}x{s.size} images "
+                        f"({str(exc).splitlines()[0][:120]}); raise input.size") from None
+    if p > MAX_PARAMS:
+        raise UserError(f"{where}: {p:,} parameters is more than the {MAX_PARAMS:,} allowed; "
+                        f"check the widths")
+    return f, p
 
 
 def _check_keys(data: Mapping, allowed: set[str], required: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted((k for k in data if k not in allowed), key=str)
     if unknown:
         raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed keys: "
                         f"{', '.join(sorted(allowed))}")
@@ -63,6 +129,9 @@ def check_widths(family: Family, widths: Mapping[str, Any], *, where: str = "wid
         w = widths[name]
         if isinstance(w, bool) or not isinstance(w, int) or w < 1:
             raise UserError(f"{where}.{name}: {w!r} is not a positive integer channel count")
+        if w > MAX_WIDTH:
+            raise UserError(f"{where}.{name}: {w} channels is out of range; must be in "
+                            f"[1, {MAX_WIDTH}]")
         out[name] = int(w)
     return out
 
@@ -84,27 +153,34 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, name: str) -> SearchSpace:
         where = f"search space {name}"
+        if not isinstance(data, Mapping):
+            raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
         _check_keys(data, {"family", "args", "input", "divisor", "min_width", "max_scale",
                            "bounds", "dataset", "description"}, {"family", "input"}, where)
-        family = get_family(str(data["family"]), dict(data.get("args") or {}),
-                            _input_shape(data["input"], where))
-        divisor = int(data.get("divisor", 1))
-        if divisor < 1:
-            raise UserError(f"{where}.divisor: must be >= 1")
-        min_width = int(data.get("min_width", divisor))
-        max_scale = float(data.get("max_scale", 1.0))
+        family = _family(data, "args", where)
+        divisor = _int(data.get("divisor", 1), f"{where}.divisor", 1, MAX_WIDTH)
+        min_width = _int(data.get("min_width", divisor), f"{where}.min_width", 1, MAX_WIDTH)
+        max_scale = _float(data.get("max_scale", 1.0), f"{where}.max_scale", 0, 64)
         bounds = {g.name: (min_width, max(min_width, int(g.base * max_scale)))
                   for g in family.groups()}
-        overrides = data.get("bounds") or {}
+        overrides = _mapping(data.get("bounds"), f"{where}.bounds", "[min, max] per width group")
         for gname, pair in overrides.items():
             if gname not in bounds:
                 raise UserError(f"{where}.bounds.{gname}: not a width group of {family.name}")
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
                 raise UserError(f"{where}.bounds.{gname}: expected [min, max]")
-            bounds[gname] = (int(pair[0]), int(pair[1]))
+            bounds[gname] = (_int(pair[0], f"{where}.bounds.{gname}[0]", 1, MAX_WIDTH),
+                             _int(pair[1], f"{where}.bounds.{gname}[1]", 1, MAX_WIDTH))
         for gname, (lo, hi) in bounds.items():
             if not 1 <= lo <= hi:
                 raise UserError(f"{where}.bounds.{gname}: need 1 <= min <= max, got [{lo}, {hi}]")
+            if hi > MAX_WIDTH:
+                raise UserError(f"{where}.bounds.{gname}: max {hi} is out of range; must be "
+                                f"<= {MAX_WIDTH} (lower max_scale)")
+        for key in ("dataset", "description"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise UserError(f"{where}.{key}: {data[key]!r} is not a string")
+        _count(family, family.base_widths(), where)
         return cls(name=name, family=family, divisor=divisor, bounds=bounds,
                    dataset=data.get("dataset"))
 
@@ -253,29 +329,36 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "architecture") -> ArchSpec:
+        if not isinstance(data, Mapping):
+            raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
         _check_keys(data, {"format_version", "family", "family_args", "input", "space", "widths",
                            "layers", "flops", "params", "flops_convention", "metrics",
                            "provenance"}, {"family", "input", "widths"}, where)
         version = data.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
-            raise UserError(f"{where}.format_version: {version} is not supported "
+            raise UserError(f"{where}.format_version: {version!r} is not supported "
                             f"(this nas-prune reads version {FORMAT_VERSION})")
-        family = get_family(str(data["family"]), dict(data.get("family_args") or {}),
-                            _input_shape(data["input"], where))
+        family = _family(data, "family_args", where)
         widths = check_widths(family, data["widths"], where=f"{where}.widths")
-        f, p = _flops.count(family, widths)
+        f, p = _count(family, widths, where)
         for key, actual in (("flops", f), ("params", p)):
-            if key in data and data[key] is not None and int(data[key]) != actual:
-                raise UserError(f"{where}.{key}: records {data[key]} but the widths give {actual}; "
-                                f"the file was edited or written by another version")
+            rec = data.get(key)
+            if rec is not None and (isinstance(rec, bool) or rec != actual):
+                raise UserError(f"{where}.{key}: records {rec!r} but the widths give "
+                                f"{actual}; the file was edited or written by another version")
         if "layers" in data and data["layers"] is not None:
-            if {k: int(v) for k, v in dict(data["layers"]).items()} != family.layer_channels(widths):
+            if dict(_mapping(data["layers"], f"{where}.layers", "layer channels")) \
+                    != family.layer_channels(widths):
                 raise UserError(f"{where}.layers: does not match the widths; "
                                 f"delete it or fix the widths")
+        space = data.get("space")
+        if space is not None and not isinstance(space, str):
+            raise UserError(f"{where}.space: {space!r} is not a space name")
         return cls(family=family.name, family_args=family.arguments(), input=family.input_shape,
-                   widths=widths, flops=f, params=p, space=data.get("space"),
-                   metrics=dict(data.get("metrics") or {}),
-                   provenance=dict(data.get("provenance") or {}))
+                   widths=widths, flops=f, params=p, space=space,
+                   metrics=dict(_mapping(data.get("metrics"), f"{where}.metrics", "metrics")),
+                   provenance=dict(_mapping(data.get("provenance"), f"{where}.provenance",
+                                            "provenance")))
 
     @classmethod
     def load(cls, path: str | Path) -> ArchSpec:

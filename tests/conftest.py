@@ -64,6 +64,22 @@ def tiny_overrides(space_file: Path, run_dir: Path | None = None) -> list[str]:
     return out
 
 
+class TrainingStarted(AssertionError):
+    """Raised by the ``no_training`` fixture when something builds an optimizer."""
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any training in the test is a failure: bad input must be rejected before it starts.
+
+    Every training run builds its optimizer in :func:`nas_prune.train.make_optimizer`.
+    """
+    def refuse(*args, **kwargs):
+        raise TrainingStarted("an optimizer was built: training started")
+
+    monkeypatch.setattr(torch.optim, "SGD", refuse)
+
+
 needs_fmnist = pytest.mark.skipif(not FMNIST.is_file(),
                                   reason="Fashion-MNIST not installed (apt-get install "
                                          "dataset-fashion-mnist)")

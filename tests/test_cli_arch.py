@@ -39,6 +39,7 @@ def test_spaces_lists_every_space(capsys):
                           "vgg_small_fmnist"} <= names
 
 
+@pytest.mark.slow  # the torch.export-based ONNX exporter (~5 s)
 def test_build_and_onnx(tmp_path, capsys, tiny_resnet_space):
     pytest.importorskip("onnx")
     arch = tiny_resnet_space.spec(tiny_resnet_space.base_widths()).save(tmp_path / "r.yaml")
@@ -86,14 +87,46 @@ def test_train_command_on_synthetic(tmp_path, capsys, tiny_space_file):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--set", "search.n_trails=3"], "config.search.n_trails: unknown key"),
-    (["--set", "train.lr=fast"], "config.train.lr: expected float"),
-    (["--set", "data.name=imagenet"], "data.name: unknown dataset 'imagenet'"),
+    (["--set", "search.n_trails=3"], "search.n_trails: unknown key"),
+    (["--set", "train.lr=fast"], "train.lr: expected float"),
+    (["--set", "data.name=imagenet"], "data.name: 'imagenet'; choose one of fashion-mnist"),
+    (["--set", "train.lr=-1"], "train.lr: -1.0 is out of range; must be in (0, 100]"),
+    (["--set", "train.label_smoothing=2"], "train.label_smoothing: 2.0 is out of range"),
+    (["--set", "device=cuda:banana"], "device: 'cuda:banana' is not a device"),
+    (["--device", "tpu"], "device: 'tpu' is not a device"),
+    (["--epochs", "0"], "--epochs: 0 is out of range"),
 ])
 def test_bad_config_is_one_line_exit_2(tmp_path, capsys, tiny_space_file, args, fragment):
     arch = tmp_path / "a.yaml"
     code, _, err = run_cli(["train", tiny_space_file, *args, "--out", arch.parent / "o"], capsys)
     assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path, capsys, tiny_vgg_space,
+                                                             tiny_space_file):
+    arch = tiny_vgg_space.spec(tiny_vgg_space.min_widths()).save(tmp_path / "a.yaml")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    sets = [x for s in tiny_overrides(tiny_space_file) for x in ("--set", s)]
+    code, _, err = run_cli(["train", arch, *sets, "--out", a_file], capsys)
+    assert code == 2 and "--out" in err and "is not a folder" in err
+    code, _, err = run_cli(["train", arch, *sets, "--out", a_file / "sub"], capsys)
+    assert code == 2 and "is not a folder" in err
+    code, _, err = run_cli(["build", arch, "--onnx", tmp_path], capsys)
+    assert code == 2 and "--onnx" in err and "is a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "file", "tiny_vgg.yaml"]
+
+
+def test_an_architecture_too_small_for_its_family_is_a_user_error(tmp_path, capsys):
+    arch = tmp_path / "a.yaml"
+    arch.write_text("family: vgg\nfamily_args: {cfg: vgg_small}\n"
+                    "input: {channels: 1, size: 4, classes: 2}\n"
+                    "widths: {conv1: 2, conv2: 2, conv3: 2, conv4: 2, conv5: 2, conv6: 2}\n")
+    for command in ("flops", "build"):
+        code, _, err = run_cli([command, arch], capsys)
+        assert code == 2 and "cannot run on 1x4x4 images" in err
+        assert len(err.strip().splitlines()) == 1
 
 
 def test_malformed_yaml_config(tmp_path, capsys, tiny_space_file):
@@ -116,6 +149,7 @@ def test_user_error_in_a_subprocess_has_no_traceback(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a subprocess that traces every space (~9 s)
 def test_a_closed_pipe_is_not_a_traceback():
     # `nas-prune spaces | head -1`: the reader leaves after one line; the table is longer than a
     # pipe buffer only with many spaces, so close the pipe before the command even starts writing

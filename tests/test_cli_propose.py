@@ -101,6 +101,14 @@ def test_propose_writes_an_architecture_that_rebuilds(tmp_path, capsys, space_fi
     (["--seed-method", "nope"], "seed method"),
     (["--seed-method", "thinet", "--budget", "1.5"], "budget"),
     (["--seed-method", "thinet", "--budget", "0.00001"], "budget"),
+    (["--seed-method", "thinet", "--budget", "0"], "seed_method.budget: 0.0 is out of range"),
+    (["--seed-method", "thinet", "--base-epochs", "0"], "seed_method.base_epochs: 0 is out"),
+    (["--seed-method", "l1norm,thinet"], "is not one seed method"),
+    (["--seed-method", "thinet", "--set", "train.momentum=1.5"], "train.momentum: 1.5"),
+    (["--seed-method", "thinet", "--set", "seed_method.options.thinet.nope=1"],
+     "seed_method.options.thinet: unknown option"),
+    (["--seed-method", "thinet", "--set", "seed_method.options.nope={}"],
+     "seed_method.options.nope: not a seed method"),
 ])
 def test_propose_user_errors_are_one_line(tmp_path, capsys, space_file, args, fragment):
     code, out, err = run_cli(["propose", *args, "--device", "cpu",
@@ -109,6 +117,19 @@ def test_propose_user_errors_are_one_line(tmp_path, capsys, space_file, args, fr
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nas-prune: error:") and fragment in lines[0]
     assert not (tmp_path / "run" / "bases").exists()  # nothing trained before the error
+
+
+def test_outputs_that_cannot_be_written_fail_before_training(tmp_path, capsys, space_file):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for extra, fragment in [(["--out", folder], "--out"), (["--set", f"run_dir={a_file}"],
+                                                           "run_dir")]:
+        code, _, err = run_cli(["propose", "-m", "thinet", "--device", "cpu",
+                                *overrides(space_file, tmp_path / "run"), *extra], capsys)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder", "small_vgg.yaml"]
 
 
 @pytest.mark.slow

@@ -34,6 +34,9 @@ def test_subset_and_bad_val_size():
         load_data(tiny_data_config(val_size=10_000))
     with pytest.raises(UserError, match="data.name: unknown dataset 'imagenet'"):
         load_data(DataConfig(name="imagenet"))
+    for key in ("train_subset", "test_subset"):
+        with pytest.raises(UserError, match=f"data.{key}: 0 is out of range"):
+            load_data(tiny_data_config(**{key: 0}))
 
 
 def test_augment_crops_and_flips_on_device():
@@ -68,6 +71,7 @@ def test_missing_fashion_mnist_is_one_line(monkeypatch, tmp_path):
     assert "\n" not in msg and "apt-get install dataset-fashion-mnist" in msg
 
 
+@pytest.mark.slow  # reads and normalises all 70,000 images twice (~5 s)
 @needs_fmnist
 def test_fashion_mnist_from_idx_files(tmp_path):
     d = load_data(DataConfig(val_size=5000))

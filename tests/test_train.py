@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from nas_prune.data import DataConfig, load_data
+from nas_prune.errors import UserError
 from nas_prune.train import TrainConfig, TrainHooks, budget_epochs, lr_lambda, train
 
 from .conftest import needs_fmnist
@@ -15,6 +17,7 @@ from .conftest import needs_fmnist
 FAST = TrainConfig(epochs=6, batch_size=25, lr=0.2, warmup_epochs=0.3)
 
 
+@pytest.mark.slow  # six epochs (~5 s on a shared 2-core machine)
 def test_learns_synthetic_set(tiny_vgg_space, tiny_data):
     torch.manual_seed(0)
     model = tiny_vgg_space.family.build(tiny_vgg_space.base_widths())
@@ -76,6 +79,38 @@ def test_schedules():
     assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
     assert cos(55) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert cos(99) < 0.01
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"epochs": 0}, "train.epochs: 0 is out of range; must be >= 1"),
+    ({"batch_size": -3}, "train.batch_size: -3 is out of range"),
+    ({"eval_batch_size": 0}, "train.eval_batch_size: 0 is out of range"),
+    ({"schedule": "linear"}, "train.schedule: 'linear'; choose one of cosine, step"),
+    ({"budget": "scratch-c"}, "train.budget: 'scratch-c'; choose one of"),
+])
+def test_train_config_checks_itself(kwargs, fragment):
+    with pytest.raises(UserError) as info:
+        TrainConfig(**kwargs)
+    assert fragment in str(info.value)
+
+
+def test_an_empty_training_split_fails_before_training(tiny_vgg_space, tiny_data):
+    empty = dataclasses.replace(tiny_data, train=tiny_data.train.subset(0))
+    assert len(empty.train) == 0
+    model = tiny_vgg_space.family.build(tiny_vgg_space.base_widths())
+    with pytest.raises(UserError, match="the training split is empty"):
+        train(model, empty, FAST, progress=False)
+
+
+@pytest.mark.parametrize("device, fragment", [
+    ("cuda:banana", "device: 'cuda:banana' is not a device"),
+    ("tpu", "device: 'tpu' is not a device"),
+    ("meta", "device: 'meta' is not supported"),
+])
+def test_train_rejects_unusable_devices(tiny_vgg_space, tiny_data, device, fragment):
+    model = tiny_vgg_space.family.build(tiny_vgg_space.base_widths())
+    with pytest.raises(UserError, match=fragment):
+        train(model, tiny_data, FAST, device=device, progress=False)
 
 
 @pytest.mark.slow

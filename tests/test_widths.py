@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import yaml
 
@@ -88,3 +90,76 @@ def test_edited_yaml_is_caught(tmp_path, tiny_vgg_space):
     bad.write_text("family: vgg\nwidths: {conv1: 3\n")
     with pytest.raises(UserError, match="not valid YAML"):
         ArchSpec.load(bad)
+
+
+BASE_SPACE = {"family": "vgg", "args": {"cfg": "vgg_tiny"},
+              "input": {"channels": 1, "size": 8, "classes": 2}}
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"divisor": "abc"}, "divisor: 'abc' is not an integer"),
+    ({"divisor": 0}, r"divisor: 0 is out of range; must be in \[1, 65536\]"),
+    ({"min_width": -1}, "min_width: -1 is out of range"),
+    ({"min_width": 2.5}, "min_width: 2.5 is not an integer"),
+    ({"max_scale": "big"}, "max_scale: 'big' is not a number"),
+    ({"max_scale": float("nan")}, "max_scale: nan is not a number"),
+    ({"max_scale": 0}, r"max_scale: 0 is out of range; must be in \(0, 64\]"),
+    ({"max_scale": 10_000}, "max_scale: 10000 is out of range"),
+    ({"bounds": [1, 2]}, "bounds: expected a mapping"),
+    ({"bounds": {"conv1": ["a", 4]}}, r"bounds.conv1\[0\]: 'a' is not an integer"),
+    ({"bounds": {"conv1": [1, 10 ** 9]}}, r"bounds.conv1\[1\]: 1000000000 is out of range"),
+    ({"args": ["vgg_tiny"]}, "args: expected a mapping of family arguments"),
+    ({"args": {"cfg": ["vgg_tiny"]}}, "args.cfg: .* is not a plain value"),
+    ({"args": {"cfg": "vgg_tiny", "bn_gamma": "x"}}, "args: bad arguments for family 'vgg'"),
+    ({"args": {"cfg": "vgg_tiny", "colour": 1}}, "bad arguments for family 'vgg'"),
+    ({"args": {"cfg": "vgg_tiny", "bn_gamma": 1e308}}, "args.bn_gamma: 1e[+]308 is out of range"),
+    ({"args": {"cfg": "vgg_tiny", "bn_gamma": float("nan")}}, "args.bn_gamma: nan is out of"),
+    ({"family": 7}, "family: 7 is not a family name"),
+    ({"family": "alexnet"}, "unknown family 'alexnet'"),
+    ({"input": {"channels": 1, "size": 0, "classes": 2}}, "input.size: 0 is out of range"),
+    ({"input": {"channels": "1", "size": 8, "classes": 2}}, "input.channels: '1' is not an int"),
+    ({"input": {"channels": 1, "size": 10 ** 6, "classes": 2}}, "input.size: 1000000 is out"),
+    ({"input": [1, 8, 2]}, "input: expected a mapping with channels, size and classes"),
+    ({"input": {"channels": 1, "size": 1, "classes": 2}}, "cannot run on 1x1x1 images"),
+    ({"dataset": 5}, "dataset: 5 is not a string"),
+])
+def test_space_values_are_checked(change, fragment):
+    with pytest.raises(UserError, match=fragment) as info:
+        SearchSpace.from_dict({**BASE_SPACE, **change}, name="x")
+    assert len(str(info.value).splitlines()) == 1
+    with pytest.raises(UserError, match="expected a mapping"):
+        SearchSpace.from_dict([1, 2], name="x")
+
+
+def test_architecture_values_are_checked(tiny_vgg_space):
+    good = tiny_vgg_space.spec(tiny_vgg_space.base_widths()).to_dict()
+
+    def edited(**change):
+        data = {**copy.deepcopy(good), **change}
+        for key in ("flops", "params", "layers"):  # so that the widths' own checks answer
+            if key not in change:
+                data.pop(key)
+        return data
+
+    cases = [
+        (edited(widths={**good["widths"], "conv1": 10 ** 6}),
+         r"widths.conv1: 1000000 channels is out of range; must be in \[1, 65536\]"),
+        (edited(widths={"conv1": 8, "conv2": 65536, "conv3": 65536}),
+         "parameters is more than the"),
+        (edited(family_args=["vgg_tiny"]), "family_args: expected a mapping"),
+        (edited(flops="many"), "flops: records 'many'"),
+        (edited(params=True), "params: records True"),
+        (edited(layers=[1, 2]), "layers: expected a mapping"),
+        (edited(metrics="good"), "metrics: expected a mapping"),
+        (edited(provenance=[1]), "provenance: expected a mapping"),
+        (edited(space=3), "space: 3 is not a space name"),
+        (edited(format_version="1"), "format_version: '1' is not supported"),
+        (edited(input={"channels": 1, "size": 1, "classes": 4}), "cannot run on 1x1x1"),
+    ]
+    for data, fragment in cases:
+        with pytest.raises(UserError, match=fragment) as info:
+            ArchSpec.from_dict(data)
+        assert len(str(info.value).splitlines()) == 1
+    for bad in ([good], "vgg", None):
+        with pytest.raises(UserError, match="expected a mapping"):
+            ArchSpec.from_dict(bad)

@@ -30,9 +30,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def one_line(message: str) -> str:
+    """A message as one line: its lines joined with '; ' (stderr gets exactly one line)."""
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse's own convention)
-        self.exit(2, f"nas-prune: error: {message}\n")
+    """Usage errors of every (sub)command: one line, no usage block, exit 2 (argparse's code)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 done, 2 bad input, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already on stderr
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         return int(args._run(args) or 0)
     except UserError as exc:
-        print(f"nas-prune: error: {exc}", file=sys.stderr)
+        print(f"nas-prune: error: {one_line(exc) or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nas-prune: interrupted", file=sys.stderr)

@@ -9,7 +9,14 @@ from .._yaml import read_yaml
 from ..errors import UserError
 from ..families import FAMILIES
 from ..widths import ArchSpec, SearchSpace, available_spaces
-from ._common import add_config_arguments, emit_json, human, resolve_config, table
+from ._common import (
+    add_config_arguments,
+    check_output,
+    emit_json,
+    human,
+    resolve_config,
+    table,
+)
 
 
 def load_arch_or_space(path: str) -> tuple[ArchSpec, SearchSpace | None]:
@@ -62,6 +69,8 @@ def run_build(args: argparse.Namespace) -> int:
     from ..export import export_onnx, load_weights
 
     spec = ArchSpec.load(args.arch)
+    if args.onnx:
+        check_output(args.onnx, "--onnx", folder=False)
     model = spec.build()
     if args.weights:
         load_weights(model, args.weights)
@@ -111,9 +120,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from ..scratch import train_spec
 
+    if args.epochs is not None and not 1 <= args.epochs <= 100_000:
+        raise UserError(f"--epochs: {args.epochs} is out of range; must be in [1, 100000]")
     cfg = resolve_config(args)
     spec, _ = load_arch_or_space(args.arch)
-    out = Path(args.out) if args.out else Path(args.arch).with_suffix(".trained")
+    out = check_output(args.out or Path(args.arch).with_suffix(".trained"), "--out", folder=True)
     result, spec_out = train_spec(spec, cfg, epochs=args.epochs, evaluate_test=args.test,
                                   out_dir=out, progress=None)
     if result.status != "ok":

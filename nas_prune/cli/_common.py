@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import Config, load_config
+from ..errors import UserError
 from ..train import resolve_device
 
 
@@ -22,9 +24,31 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace, **extra: Any) -> Config:
+    """The config file <- ``extra`` <- ``--set``, validated, its device present on this machine.
+
+    Every command that resolves a config trains here, so a device this machine lacks (``cuda``
+    without CUDA, ``cuda:3`` with one GPU) fails now, before anything is trained or written.
+    """
     extra.setdefault("device", getattr(args, "device", None))
     extra.setdefault("random_seed", getattr(args, "seed", None))
-    return load_config(args.config, args.overrides, **extra)
+    cfg = load_config(args.config, args.overrides, **extra)
+    resolve_device(cfg.device)
+    return cfg
+
+
+def check_output(path: str | Path, flag: str, *, folder: bool) -> Path:
+    """Fail before any work when an output path cannot be written as a file (or a folder)."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: exists and is not a folder; choose another path")
+    if not folder and path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; give a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {path}: {parent} is not a folder; choose another path")
+            break
+    return path
 
 
 def device_of(cfg: Config) -> torch.device:

@@ -9,13 +9,20 @@ and writes it as an architecture YAML that ``nas-prune flops/build/train`` accep
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ..config import to_dict
 from ..errors import UserError
 from ..widths import SearchSpace
-from ._common import add_config_arguments, device_of, emit_json, human, resolve_config, table
+from ._common import (
+    add_config_arguments,
+    check_output,
+    device_of,
+    emit_json,
+    human,
+    resolve_config,
+    table,
+)
 
 
 # ---- methods -------------------------------------------------------------------------------
@@ -90,6 +97,9 @@ def run_propose(args: argparse.Namespace) -> int:
         raise UserError(f"--seed-method: {sm.name!r} is not one seed method; choose one of "
                         f"{', '.join(SEED_METHODS)} (the search command takes lists and 'all')")
     space = SearchSpace.load(cfg.space)
+    run_dir = check_output(cfg.run_dir, "run_dir", folder=True)
+    out = check_output(args.out or run_dir / "proposals" / f"{sm.name}-{sm.budget:g}.yaml",
+                       "--out", folder=False)
     device = device_of(cfg)
     data = data_for(cfg.data, device)
     if data.input_shape != space.family.input_shape:
@@ -99,7 +109,6 @@ def run_propose(args: argparse.Namespace) -> int:
     method = get_method(sm.name, sm.options.get(sm.name))
     ctx = SeedContext(space=space, data=data, train=cfg.train, device=device,
                       seed=cfg.random_seed, samples=sm.samples, metric=sm.metric)
-    run_dir = Path(cfg.run_dir)
     run = propose(method, ctx, sm.budget, base_epochs=sm.base_epochs,
                   checkpoint=sm.base_checkpoint, cache_dir=run_dir / "bases",
                   data_cfg=cfg.data, progress=None)
@@ -135,8 +144,6 @@ def run_propose(args: argparse.Namespace) -> int:
         "seed": cfg.random_seed, "device": str(device), "config": to_dict(cfg),
     }
     spec = space.spec(prop.widths, provenance=provenance)
-    out = Path(args.out) if args.out else \
-        run_dir / "proposals" / f"{method.name}-{sm.budget:g}.yaml"
     spec.save(out)
     print(f"wrote {out}")
     return 0
