@@ -17,12 +17,13 @@ def read_yaml(path: str | Path, *, what: str = "file") -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{what} {path}: no such file; check the path")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())  # binary garbage is a YAMLError, not a crash
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
-        raise UserError(f"{what} {path}: not valid YAML ({problem}{where}); fix the syntax") from None
+        raise UserError(f"{what} {path}: not valid YAML ({problem}{where}); fix the "
+                        f"syntax") from None
     if not isinstance(data, dict):
         raise UserError(f"{what} {path}: expected a YAML mapping at the top level, "
                         f"got {type(data).__name__}")

@@ -48,6 +48,15 @@ class SeedMethodConfig:
 
 
 @dataclass(frozen=True)
+class RungConfig:
+    """One fidelity of a multi-fidelity search: a complete schedule of ``epochs`` base epochs
+    (scaled by the budget rule), measured on ``seeds`` seeds (see nas_prune.search.fidelity)."""
+
+    epochs: int = 1
+    seeds: int = 1
+
+
+@dataclass(frozen=True)
 class RayConfig:
     address: str | None = None  # None: start a local Ray; "auto" or "ray://host:port": join
     gpus_per_trial: float = 0.0
@@ -76,6 +85,10 @@ class SearchConfig:
     # keeps the search's own best. Guards against picking a trial that was lucky once.
     finalists: int = 1
     final_epochs: int | None = None  # base epochs of the final retraining (default train.epochs)
+    # multi-fidelity: rungs of complete schedules, cheap to expensive (empty: one schedule of
+    # train.epochs); early stopping (halving, hyperband, median) acts between rungs
+    rungs: tuple[RungConfig, ...] = ()
+    reduction_factor: int = 3  # successive halving keeps the top 1/reduction_factor per rung
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -271,6 +284,21 @@ class MethodOptions:
             get_method(name, opts)  # each method checks its own options
 
 
+@dataclass(frozen=True)
+class Rungs:
+    """``search.rungs``: empty, or rungs each with epochs >= 1 and seeds >= 1, cheap first."""
+
+    def check(self, value: Any, key: str) -> None:
+        if not value:
+            return
+        from .search.fidelity import Rung, check_rungs
+
+        check_rungs([Rung(r.epochs, r.seeds) for r in value], reduction_factor=3, where=key)
+        for i, r in enumerate(value):
+            _EPOCHS.check(r.epochs, f"{key}[{i}].epochs")
+            Range(1, 1000).check(r.seeds, f"{key}[{i}].seeds")
+
+
 _SEED = Range(0, 2 ** 32 - 1)  # what torch, numpy and Optuna's samplers all accept
 _EPOCHS = Range(1, 100_000)
 _POSITIVE = Range(1, 10 ** 9)
@@ -327,6 +355,8 @@ RULES: dict[str, Any] = {
     "search.finalists": Range(1, 1000),
     "search.final_epochs": _EPOCHS,
     "search.ray.address": NonEmpty("'auto' or ray://HOST:PORT (or null)"),
+    "search.rungs": Rungs(),
+    "search.reduction_factor": Range(2, 100),
     "search.ray.gpus_per_trial": Range(0, 1024),
     "search.ray.cpus_per_trial": Range(0, 1024, lo_open=True),
     "search.ray.max_concurrent": Range(1, 100_000),

@@ -83,6 +83,10 @@ class TrialRecord:
     scale: float | None = None  # the projection's common factor
     trial_params: dict[str, Any] = field(default_factory=dict)
     worker: str = ""
+    # multi-fidelity (search.rungs): the value of each rung reached, and every measurement
+    # (rung, seed, epochs, val_acc, val_curve, status; from_trial when reused from a duplicate)
+    rung_values: list[float] = field(default_factory=list)
+    measurements: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(asdict(self))

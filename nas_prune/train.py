@@ -259,7 +259,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, epochs: int | Non
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{acc:.3f}")
                 if on_epoch is not None and on_epoch(epoch, acc, mean_loss):
-                    result.status, result.reason = "stopped", f"stopped early after epoch {epoch + 1}"
+                    result.status = "stopped"
+                    result.reason = f"stopped early after epoch {epoch + 1}"
                     break
     finally:
         if bar is not None:

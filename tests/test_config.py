@@ -65,7 +65,9 @@ def bad_values(key: str, tp) -> list:
         return ["tpu", "cuda:banana", "cuda:-1", "meta", "CPU", ""]
     return {"train.milestones": [(0.75, 0.5), (0.0, 0.5), (0.5, 1.5), (math.nan,)],
             "seed_method.name": ["nope", "", " , ", "slimming,nope"],
-            "seed_method.options": [{"nope": {}}, {"l1norm": {"no_such_option": 1}}]}[key]
+            "seed_method.options": [{"nope": {}}, {"l1norm": {"no_such_option": 1}}],
+            "search.rungs": [[{"epochs": 0}], [{"epochs": 1, "seeds": 0}],
+                             [{"epochs": 3}, {"epochs": 1}], [{"epochs": 10 ** 6}]]}[key]
 
 
 def good_values(key: str, tp) -> list:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from nas_prune.errors import UserError
+from nas_prune.rundir import read_json, read_records
 from nas_prune.search.fidelity import (
     Rung,
     check_rungs,
@@ -14,6 +17,8 @@ from nas_prune.search.fidelity import (
     rung_step,
     train_rungs,
 )
+
+from .test_search_common import search
 
 RUNGS = [Rung(epochs=1), Rung(epochs=3), Rung(epochs=3, seeds=3)]
 
@@ -115,3 +120,109 @@ def test_curve_correlations_measure_a_truncated_schedule() -> None:
     out = curve_correlations(curves)
     assert [(r["epoch"], r["vs_epoch"], r["n"]) for r in out] == [(1, 3, 3), (2, 3, 3)]
     assert out[0]["spearman"] == pytest.approx(1.0) and out[1]["spearman"] == pytest.approx(-1.0)
+
+
+# ---- in a real (tiny, synthetic) search -----------------------------------------------------
+class TrainSpy:
+    """Counts the search's trainings (final ones excluded) by width vector; with ``fake``, a
+    search training reports a deterministic accuracy that differs between width vectors (and a
+    little between seeds and schedules) instead of training: promotion is then decided by
+    known values, not by the noise of a one-epoch run."""
+
+    def __init__(self, monkeypatch, fake: bool = False) -> None:
+        import zlib
+
+        import nas_prune.scratch
+        from nas_prune.train import TrainResult
+
+        self.calls: list[tuple[str, int, int]] = []
+        real = nas_prune.scratch.train_spec
+
+        def wrapped(spec, cfg, **kw):
+            if kw.get("evaluate_test"):
+                return real(spec, cfg, **kw)
+            key = json.dumps(spec.widths, sort_keys=True)
+            self.calls.append((key, kw["seed"], kw["epochs"]))
+            if not fake:
+                return real(spec, cfg, **kw)
+            n = int(kw["epochs"])
+            acc = 0.3 + (zlib.crc32(key.encode()) % 500) / 1000 + 0.001 * kw["seed"] + 0.002 * n
+            result = TrainResult(status="ok", epochs_planned=n)
+            for epoch in range(n):
+                result.val_acc.append(acc)
+                result.epochs_run = epoch + 1
+                hook = kw.get("on_epoch")
+                if hook is not None and hook(epoch, acc, 0.0):
+                    result.status = "stopped"
+                    break
+            result.val_acc_final = result.val_acc[-1]
+            return result, spec
+
+        monkeypatch.setattr(nas_prune.scratch, "train_spec", wrapped)
+
+
+@pytest.mark.slow
+def test_a_multi_fidelity_search_promotes_by_rung_and_records_each_rung(
+        tmp_path, monkeypatch) -> None:
+    spy = TrainSpy(monkeypatch, fake=True)
+    run = tmp_path / "run"
+    assert search(tmp_path, run, "--n-trials", "12", "--rungs", "1,2x2", "--early-stopping",
+                  "halving", "--reduction-factor", "3", "--sampler", "random") == 0
+    records = read_records(run)
+    trained = [r for r in records if r.state in ("COMPLETE", "PRUNED")]
+    assert trained
+    for r in trained:
+        rungs = [m["rung"] for m in r.measurements]
+        if r.state == "COMPLETE":
+            assert len(r.rung_values) == 2 and r.val_acc == pytest.approx(r.rung_values[-1])
+            # the top rung: two seeds, its value their mean
+            top = [m for m in r.measurements if m["rung"] == 1]
+            assert sorted(m["seed"] for m in top) == [1, 2]
+            assert r.rung_values[1] == pytest.approx(sum(m["val_acc"] for m in top) / 2)
+            assert r.epochs == sum(m["epochs_run"] for m in r.measurements
+                                   if m.get("from_trial") is None)
+        else:
+            assert len(r.rung_values) == 1 and rungs == [0] and "rung" in r.reason
+        # a rung is a complete schedule of its own: 1 base epoch -> 2 at half the FLOPs
+        # (Scratch-B), 2 base epochs -> 4
+        assert {m["epochs"] for m in r.measurements if m["rung"] == 0} == {2}
+        assert {m["epochs"] for m in r.measurements if m["rung"] == 1} <= {4}
+    assert any(r.state == "PRUNED" for r in trained)  # successive halving stopped someone
+    for r in records:
+        if r.role in ("seed", "uniform"):
+            assert r.state == "COMPLETE"  # the baselines always reach the top rung
+    info = read_json(run / "search.json")
+    fid = info["fidelity"]
+    assert fid["mode"] == "rungs" and fid["reached"][0] == len(trained)
+    assert fid["reached"][1] == sum(r.state == "COMPLETE" for r in trained)
+    assert fid["correlations"][0]["n"] == fid["reached"][1]
+    # every training the spy saw is one recorded measurement (none hidden, none repeated)
+    measured = sum(sum(1 for m in r.measurements if m.get("from_trial") is None)
+                   for r in records)
+    assert measured == len(spy.calls)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rungs", [None, "1,2"])
+def test_a_duplicate_width_vector_is_not_trained_again(tmp_path, monkeypatch, rungs) -> None:
+    # multipliers fixed at 1: every search trial is one of the two starts' width vectors again
+    spy = TrainSpy(monkeypatch)
+    run = tmp_path / "run"
+    flags = ["--n-trials", "6", "--sampler", "random", "--early-stopping", "none",
+             "--set", "search.multiplier_low=1.0", "--set", "search.multiplier_high=1.0"]
+    if rungs:
+        flags += ["--rungs", rungs]
+    assert search(tmp_path, run, *flags) == 0
+    records = read_records(run)
+    assert len(records) == 6 and all(r.state == "COMPLETE" for r in records)
+    widths = {json.dumps(r.widths, sort_keys=True) for r in records}
+    n_rungs = 2 if rungs else 1
+    assert len(spy.calls) == len(widths) * n_rungs  # one training per vector and rung
+    dupes = [r for r in records if all(m.get("from_trial") is not None
+                                       for m in r.measurements)]
+    assert len(dupes) == 6 - len(widths)
+    for d in dupes:
+        first = min(r.number for r in records if r.widths == d.widths)
+        assert {m["from_trial"] for m in d.measurements} == {first}
+        same = next(r for r in records if r.number == first)
+        assert d.val_acc == same.val_acc and d.epochs == 0  # no epoch trained for it

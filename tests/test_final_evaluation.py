@@ -12,9 +12,9 @@ import pytest
 import nas_prune.scratch
 from nas_prune.config import Config
 from nas_prune.rundir import read_json
-from nas_prune.search.finalize import (
+from nas_prune.search.finalize import comparisons
+from nas_prune.search.seeding import (
     FINAL_SEED_OFFSET,
-    comparisons,
     final_seeds,
     search_seeds,
     selection_seeds,

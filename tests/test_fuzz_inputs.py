@@ -276,8 +276,6 @@ def test_valid_mutations_do_occur(tmp_path, capsys):
 BINARY = bytes(range(256)) * 8
 
 
-@pytest.mark.xfail(reason="nas_prune/_yaml.py read_yaml decodes with read_text(): "
-                          "UnicodeDecodeError escapes as a traceback", strict=False)
 @pytest.mark.parametrize("kind, command", [("arch", "flops"), ("arch", "build"),
                                            ("space", "propose"), ("config", "train")])
 def test_binary_garbage(kind, command, tmp_path, capsys, monkeypatch, no_training):

@@ -405,7 +405,8 @@ def test_rewind_trains_the_steps_it_claims_at_the_base_schedule(tmp_path: Path,
         {"lr": 0.05, "schedule": "cosine", "warmup_epochs": 0.0}
     assert runs["Fine-tuned"]["lr_schedule"] == {"lr": 0.001, "schedule": "constant"}
     # both fine-tuned rows start from the same cut weights
-    assert runs[REWIND]["test_acc_before_finetune"] == runs["Fine-tuned"]["test_acc_before_finetune"]
+    before = runs["Fine-tuned"]["test_acc_before_finetune"]
+    assert runs[REWIND]["test_acc_before_finetune"] == before
 
 
 def test_summary_refuses_what_is_not_a_rethink_run(tmp_path: Path, capsys) -> None:

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flops": ("_arch", "FLOPs (multiply-accumulates) and params of an architecture or space"),
     "build": ("_arch", "check an architecture YAML rebuilds; optional ONNX export"),
     "spaces": ("_arch", "list the search spaces and model families"),
+    "compare": ("_compare", "the search vs its uniform-start control and random search at "
+                "equal compute, paired final evaluation (budgets as a list)"),
     "worker": ("_search", "join an existing Optuna study and run its trials"),
     "export": ("_search", "write best.yaml / top-K / Pareto front again from a run directory"),
     "report": ("_report", "report.md/.html for a search run; or rethink runs side by side"),

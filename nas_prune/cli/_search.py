@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..rundir import CONFIG_YAML, state_counts
+from ..rundir import CONFIG_YAML, SEARCH_JSON, read_json, state_counts
 from ..search.backends import BACKENDS
 from ..search.samplers import EARLY_STOPPING, SAMPLERS
 from ..search.space import OBJECTIVES
@@ -73,7 +73,7 @@ class Printer:
                     f"{run['wall_time']:.1f}s{extra}")
 
 
-def _quiet_optuna() -> None:
+def quiet_optuna() -> None:
     import optuna
 
     # Our own line per trial replaces Optuna's; failures are in the trial lines with reasons.
@@ -94,6 +94,43 @@ def final_table(final: dict[str, Any]) -> str:
                      _acc(r["search_val_acc"])])
     return table(rows, ["architecture", "trial", "test acc (mean +- std)", "n", "FLOPs",
                         "ratio", "params", "search val"])
+
+
+def _pts(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.2f}"
+
+
+def comparison_table(comparisons: list[dict[str, Any]]) -> str:
+    """Winner minus each baseline, paired by evaluation seed: mean, 95% interval, verdict."""
+    rows = []
+    for c in comparisons:
+        lo, hi = c.get("ci95") or [None, None]
+        name = f"{c['a']} - {c['b']}" + (" (same widths)" if c.get("same_widths") else "")
+        rows.append([name, _pts(c["mean"]), f"[{_pts(lo)}, {_pts(hi)}]", c["n"], c["verdict"]])
+    return table(rows, ["paired difference (test, points)", "mean", "95% interval", "n",
+                        "verdict"])
+
+
+def fidelity_lines(info: dict[str, Any] | None) -> list[str]:
+    """How well the search's cheap fidelity ranked, from RUN/search.json."""
+    fid = (info or {}).get("fidelity") or {}
+    out = []
+    for c in fid.get("correlations") or []:
+        rho = "-" if c["spearman"] is None else f"{c['spearman']:+.2f}"
+        tau = "-" if c["kendall"] is None else f"{c['kendall']:+.2f}"
+        if fid.get("mode") == "rungs":
+            what = f"rung {c['rung']} vs rung {c['vs_rung']}"
+        else:
+            what = f"epoch {c['epoch']} vs epoch {c['vs_epoch']}"
+        out.append(f"  {what}: Spearman {rho}, Kendall {tau} (n={c['n']})")
+    if fid.get("mode") == "rungs":
+        out.insert(0, f"rungs {fid['rungs']} (reduction factor {fid['reduction_factor']}): "
+                      f"trials reaching each rung {fid['reached']}; rank correlation with the "
+                      f"top rung over the trials that reached it:")
+    elif out:
+        out.insert(0, "rank correlation of each epoch's validation accuracy with the last "
+                      "epoch's, over the complete trials:")
+    return out
 
 
 def _report(run_dir: Path) -> Path | None:
@@ -127,6 +164,11 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", dest="study_name", help="Optuna study name (default: the one "
                    "RUN/search.json records, else the run dir name)")
     p.add_argument("--final-seeds", type=int, help="seeds for retraining best/seeds/uniform")
+    p.add_argument("--rungs", help="multi-fidelity: base epochs of each rung, cheap to dear, "
+                   "each a complete schedule, with x<seeds> for repeated measures (e.g. "
+                   "'1,3,3x3'); early stopping acts between rungs")
+    p.add_argument("--reduction-factor", type=int, help="successive halving keeps the top "
+                   "1/this of the trials at each rung (default 3)")
     p.add_argument("--finalists", type=int, metavar="K",
                    help="retrain the top K trials on the final seeds and pick the winner by "
                         "their mean validation accuracy (default 1: the search's best)")
@@ -156,11 +198,11 @@ def command_line(name: str, args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def _prune_none(d: dict[str, Any]) -> dict[str, Any]:
+def prune_none(d: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            v = _prune_none(v)
+            v = prune_none(v)
             if v:
                 out[k] = v
         elif v is not None:
@@ -169,18 +211,34 @@ def _prune_none(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def search_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return _prune_none({
+    return prune_none({
         "run_dir": args.run_dir,
         "seed_method": {"name": args.seed_method, "budget": args.budget, "metric": args.metric},
         "search": {"backend": args.backend, "n_trials": args.n_trials, "timeout": args.timeout,
                    "sampler": args.sampler, "early_stopping": args.early_stopping,
                    "objective": args.objective, "storage": args.storage,
                    "study_name": args.study_name, "final_seeds": args.final_seeds,
-                   "finalists": args.finalists,
+                   "finalists": args.finalists, "rungs": parse_rungs(args.rungs),
+                   "reduction_factor": args.reduction_factor,
                    "ray": {"address": args.address, "gpus_per_trial": args.gpus_per_trial,
                            "cpus_per_trial": args.cpus_per_trial,
                            "max_concurrent": args.max_concurrent}},
     })
+
+
+def parse_rungs(text: str | None) -> list[dict[str, int]] | None:
+    """``"1,3,3x3"`` -> [{epochs: 1}, {epochs: 3}, {epochs: 3, seeds: 3}]."""
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        epochs, _, seeds = part.strip().partition("x")
+        try:
+            out.append({"epochs": int(epochs), "seeds": int(seeds) if seeds else 1})
+        except ValueError:
+            raise UserError(f"--rungs: {part.strip()!r} in {text!r}; give base epochs per "
+                            f"rung, e.g. 1,3 or 1,3,3x3 (x3: three seeds)") from None
+    return out
 
 
 def next_free_run_dir(run_dir: Path) -> Path:
@@ -206,7 +264,7 @@ def run_search(args: argparse.Namespace) -> int:
         if (run_dir / CONFIG_YAML).is_file():
             args.config = str(run_dir / CONFIG_YAML)
     cfg = resolve_config(args, **extra)
-    _quiet_optuna()
+    quiet_optuna()
     out = Printer()
     if not args.resume and args.run_dir is None and cfg.search.storage is None:
         fresh = next_free_run_dir(Path(cfg.run_dir))
@@ -232,6 +290,11 @@ def run_search(args: argparse.Namespace) -> int:
                     f"{f['epochs_of']}), scored on the test split; std over seeds (ddof=1); "
                     f"FLOPs are multiply-accumulates")
         out.message(final_table(result.final))
+        if f.get("comparisons"):
+            out.message(comparison_table(f["comparisons"]))
+            out.message("verdicts claim a difference only when the 95% interval excludes 0")
+    for line in fidelity_lines(read_json(result.run_dir / SEARCH_JSON)):
+        out.message(line)
     if result.best is None:
         out.message("no trial completed: best.yaml was not written")
     report = None
@@ -262,7 +325,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError("--n-trials: must be >= 1")
-    _quiet_optuna()
+    quiet_optuna()
     out = Printer()
     records = worker(args.storage, args.study_name, device=args.device, n_trials=args.n_trials,
                      events=out)
@@ -288,7 +351,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.top is not None and args.top < 1:
         raise UserError("--top: must be >= 1")
-    _quiet_optuna()
+    quiet_optuna()
     out = export_run(args.run_dir, top=args.top, pareto=args.pareto, onnx=args.onnx,
                      storage=args.storage)
     counts = {k: v for k, v in out["counts"].items() if v}

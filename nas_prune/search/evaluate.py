@@ -44,6 +44,8 @@ from ..errors import UserError
 from ..families import Widths
 from ..train import budget_epochs, resolve_device
 from ..widths import ArchSpec, SearchSpace
+from .fidelity import Rung, train_rungs
+from .seeding import search_seeds
 from .space import Candidate, CandidateSpace
 
 SETUP_FORMAT = 1
@@ -104,6 +106,10 @@ class SearchSetup:
             flops = self.cspace.target  # every candidate is at the budget: equal epochs
         return budget_epochs(tc, base_flops=self.base_flops, flops=flops)
 
+    def rungs(self) -> list[Rung]:
+        """The fidelity rungs (``search.rungs``); empty for a single-fidelity search."""
+        return [Rung(epochs=r.epochs, seeds=r.seeds) for r in self.cfg.search.rungs]
+
     def warmup_epochs(self) -> int:
         """Half the epochs of a candidate at the budget: the median early-stopping rule judges
         no trial before that (a from-scratch run's first epochs are too noisy to rank)."""
@@ -118,7 +124,13 @@ class SearchSetup:
 
 @dataclass
 class Outcome:
-    """What training a candidate gave."""
+    """What training a candidate gave.
+
+    ``val_acc`` is the last epoch's validation accuracy of a single-fidelity trial, or the top
+    rung's value (the mean over its seeds) of a multi-fidelity one. ``epochs`` counts the epochs
+    this process trained (reused measurements cost none); ``measurements`` holds every training
+    behind the value, keyed by (rung, seed), so a duplicate width vector can reuse them.
+    """
 
     state: str  # COMPLETE | PRUNED | FAIL
     val_curve: list[float] = field(default_factory=list)
@@ -126,20 +138,32 @@ class Outcome:
     epochs_planned: int = 0
     wall_time: float = 0.0
     reason: str = ""
+    rung_values: list[float] = field(default_factory=list)
+    measurements: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def val_acc(self) -> float | None:
+        if self.rung_values:
+            return self.rung_values[-1]
         return self.val_curve[-1] if self.val_curve else None
 
     @property
     def best_val_acc(self) -> float | None:
+        if self.rung_values:
+            return max(self.rung_values)
         return max(self.val_curve) if self.val_curve else None
+
+    @property
+    def reused_from(self) -> list[int]:
+        return sorted({int(m["from_trial"]) for m in self.measurements
+                       if m.get("from_trial") is not None})
 
     def attrs(self) -> dict[str, Any]:
         return {"val_acc": self.val_acc, "best_val_acc": self.best_val_acc,
                 "val_curve": list(self.val_curve), "epochs": self.epochs,
                 "epochs_planned": self.epochs_planned, "wall_time": round(self.wall_time, 3),
-                "reason": self.reason}
+                "reason": self.reason, "rung_values": list(self.rung_values),
+                "measurements": list(self.measurements), "reused_from": self.reused_from}
 
 
 def worker_name() -> str:
@@ -160,45 +184,100 @@ def candidate_attrs(cand: Candidate, setup: SearchSetup) -> dict[str, Any]:
 
 def train_candidate(widths: Widths, setup: SearchSetup, *, role: str = "search",
                     seed_method: str | None = None,
-                    on_epoch: Callable[[int, float], bool] | None = None) -> Outcome:
-    """Train ``widths`` from scratch under the run's config; never raises for a failed trial."""
-    cfg = setup.cfg
+                    on_epoch: Callable[[int, float], bool] | None = None,
+                    on_rung: Callable[[int, float], bool] | None = None,
+                    known: Mapping[tuple[int, int], dict[str, Any]] | None = None) -> Outcome:
+    """Train ``widths`` from scratch under the run's config; never raises for a failed trial.
+
+    Single fidelity (no ``search.rungs``): one run of the candidate's epochs on the search seed,
+    ``on_epoch(epoch, val_acc) -> stop`` after each epoch. Multi-fidelity: the rungs of
+    :mod:`nas_prune.search.fidelity`, ``on_rung(rung, value) -> stop`` after each rung.
+    ``known``: measurements of these widths that earlier trials made, keyed by (rung, seed)
+    (:func:`nas_prune.search.fidelity.known_results`); they are reused, not trained again.
+    """
     t0 = time.perf_counter()
     out = Outcome(state="FAIL")
+    known = known or {}
     try:
-        device = resolve_device(cfg.device)
         spec = setup.spec(widths, seed_method=seed_method, role=role)
-        out.epochs_planned = setup.epochs_for(widths)
-
-        def hook(epoch: int, acc: float, loss: float) -> bool:
-            out.val_curve.append(float(acc))
-            out.epochs = epoch + 1
-            if on_epoch is None:
-                return False
-            stop = bool(on_epoch(epoch, float(acc)))
-            return stop and epoch + 1 < out.epochs_planned  # the last epoch always completes
-
-        result, _ = scratch.train_spec(spec, cfg, epochs=out.epochs_planned, exact_epochs=True,
-                                       device=device, seed=cfg.random_seed, on_epoch=hook)
-        out.epochs = result.epochs_run
-        if result.status == "diverged":
-            out.reason = f"diverged: {result.reason}"
-        elif result.status == "stopped":
-            out.state = "PRUNED"
-            out.reason = (f"early stopping after epoch {result.epochs_run} of "
-                          f"{out.epochs_planned}")
-        elif out.val_acc is None or not math.isfinite(out.val_acc):
-            out.reason = "no validation accuracy (empty validation split?)"
+        rungs = setup.rungs()
+        if rungs:
+            _train_rungs(spec, widths, setup, rungs, out, on_rung, known)
         else:
-            out.state = "COMPLETE"
+            _train_single(spec, widths, setup, out, on_epoch, known)
     except torch.OutOfMemoryError as exc:
-        out.reason = f"out of memory: {_first_line(exc)}"
+        out.state, out.reason = "FAIL", f"out of memory: {_first_line(exc)}"
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception as exc:  # any failure is a failed trial, never a failed search
-        out.reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        out.state, out.reason = "FAIL", f"{type(exc).__name__}: {_first_line(exc)}"
     out.wall_time = time.perf_counter() - t0
     return out
+
+
+def _measure(spec: ArchSpec, setup: SearchSetup, *, epochs: int, seed: int,
+             on_epoch: Callable[[int, float], bool] | None = None) -> dict[str, Any]:
+    """One complete (or early-stopped) training on one seed: a measurement dict."""
+    curve: list[float] = []
+
+    def hook(epoch: int, acc: float, loss: float) -> bool:
+        curve.append(float(acc))
+        if on_epoch is None:
+            return False
+        return bool(on_epoch(epoch, float(acc))) and epoch + 1 < epochs  # last one completes
+
+    t0 = time.perf_counter()
+    result, _ = scratch.train_spec(spec, setup.cfg, epochs=epochs, exact_epochs=True,
+                                   device=resolve_device(setup.cfg.device), seed=seed,
+                                   on_epoch=hook)
+    status = "ok"
+    if result.status == "diverged":
+        status = f"diverged: {result.reason}"
+    elif result.status == "stopped":
+        status = "stopped"
+    elif not curve or not math.isfinite(curve[-1]):
+        status = "no validation accuracy (empty validation split?)"
+    return {"seed": seed, "epochs": epochs, "epochs_run": result.epochs_run,
+            "val_acc": curve[-1] if curve else None, "val_curve": curve, "status": status,
+            "wall_time": round(time.perf_counter() - t0, 3)}
+
+
+def _train_single(spec: ArchSpec, widths: Widths, setup: SearchSetup, out: Outcome,
+                  on_epoch: Callable[[int, float], bool] | None,
+                  known: Mapping[tuple[int, int], dict[str, Any]]) -> None:
+    seed = search_seeds(setup.cfg)[0]
+    out.epochs_planned = setup.epochs_for(widths)
+    m = known.get((0, seed))
+    if m is None or int(m.get("epochs", -1)) != out.epochs_planned:
+        m = {**_measure(spec, setup, epochs=out.epochs_planned, seed=seed, on_epoch=on_epoch),
+             "rung": 0}
+        out.epochs = int(m["epochs_run"])
+    out.measurements = [m]
+    out.val_curve = list(m["val_curve"])
+    if m["status"] == "ok":
+        out.state = "COMPLETE"
+    elif m["status"] == "stopped":
+        out.state = "PRUNED"
+        out.reason = f"early stopping after epoch {m['epochs_run']} of {out.epochs_planned}"
+    else:
+        out.reason = m["status"]
+
+
+def _train_rungs(spec: ArchSpec, widths: Widths, setup: SearchSetup, rungs: list[Rung],
+                 out: Outcome, on_rung: Callable[[int, float], bool] | None,
+                 known: Mapping[tuple[int, int], dict[str, Any]]) -> None:
+    epochs = [setup.epochs_for(widths, base_epochs=r.epochs) for r in rungs]
+    out.epochs_planned = sum(e * r.seeds for e, r in zip(epochs, rungs, strict=True))
+    usable = {k: m for k, m in known.items() if int(m.get("epochs", -1)) == epochs[k[0]]}
+    res = train_rungs(rungs, lambda r: search_seeds(setup.cfg, r.seeds),
+                      lambda k, r, seed: _measure(spec, setup, epochs=epochs[k], seed=seed),
+                      known=usable, on_rung=on_rung)
+    out.state, out.reason = res.state, res.reason
+    out.rung_values, out.measurements = res.rung_values, res.measurements
+    out.epochs = sum(int(m.get("epochs_run") or 0) for m in res.measurements
+                     if m.get("from_trial") is None)
+    done = [m for m in res.measurements if m.get("val_curve")]
+    out.val_curve = list(done[-1]["val_curve"]) if done else []
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

@@ -33,8 +33,8 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["Rung", "RungsOutcome", "check_rungs", "curve_correlations", "known_results",
-           "rank_correlations", "rung_step", "train_rungs"]
+__all__ = ["Rung", "RungsOutcome", "check_rungs", "curve_correlations", "fidelity_summary",
+           "known_results", "rank_correlations", "rung_step", "train_rungs"]
 
 
 @dataclass(frozen=True)
@@ -197,3 +197,22 @@ def train_rungs(rungs: Sequence[Rung], seeds_of: Callable[[Rung], list[int]],
         out.state = "COMPLETE"
     out.wall_time = time.perf_counter() - t0
     return out
+
+
+def fidelity_summary(rungs: Sequence[Rung], reduction_factor: int,
+                     records: Iterable[Any]) -> dict[str, Any]:
+    """What a run's fidelities were and how well each ranked (for RUN/search.json and the
+    report): per rung, how many trials reached it, and the rank correlations with the top rung
+    over the trials that reached the top (with successive halving those are the promoted ones,
+    a sample cut off at the bottom: correlations there understate how well a rung ranks all
+    candidates); for a single fidelity, each epoch of the schedule against its end."""
+    records = list(records)
+    if rungs:
+        reached = [sum(1 for r in records if len(r.rung_values or []) > k)
+                   for k in range(len(rungs))]
+        values = [{"rung_values": list(r.rung_values)} for r in records if r.rung_values]
+        return {"mode": "rungs", "rungs": [r.to_dict() for r in rungs],
+                "reduction_factor": reduction_factor, "reached": reached,
+                "correlations": rank_correlations(values, len(rungs))}
+    curves = [r.val_curve for r in records if r.state == "COMPLETE" and r.val_curve]
+    return {"mode": "epochs", "correlations": curve_correlations(curves)}

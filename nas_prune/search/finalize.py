@@ -8,14 +8,13 @@ highest mean validation accuracy there (``final.json``'s ``selection`` keeps eve
 round). One lucky training no longer decides, and neither the test split nor the evaluation
 seeds choose anything.
 Each row is trained from scratch ``final_seeds`` times on the **evaluation seeds**
-:func:`final_seeds` (``random_seed + FINAL_SEED_OFFSET + k``), which no search trial ever uses
-(search trials train with :func:`search_seeds`, below the offset): the run that selected a
-candidate never counts as its evaluation, and every row gets the same seeds, so rows are compared
-seed by seed (paired). Rows train for ``search.final_epochs`` base epochs (default ``train.epochs``; scaled by the budget
-rule as in the search, see :mod:`nas_prune.search.evaluate`, so the rows at the budget train
-equally long) on the training split and scored on the **test** split, which nothing before this
-step has touched. Equal width vectors (a best trial that is a baseline, or ``--seed-method
-uniform``) are trained once and share their numbers, and a final run that a resumed search finds
+(:func:`nas_prune.search.seeding.final_seeds`), which no search trial ever uses: the run that
+selected a candidate never counts as its evaluation, and every row gets the same seeds, so rows
+are compared seed by seed (paired). Rows train for ``search.final_epochs`` base epochs (default
+``train.epochs``; scaled by the budget rule as in the search, see
+:mod:`nas_prune.search.evaluate`, so the rows at the budget train equally long) on the training
+split and scored on the **test** split, which nothing before this step has touched. Equal
+width vectors (a best trial that is a baseline, or ``--seed-method uniform``) are trained once and share their numbers, and a final run that a resumed search finds
 already finished (same widths, seed, epochs, data and recipe in ``RUN/final/``) is reused, not
 repeated. Accuracies are reported as mean +- sample standard deviation (ddof = 1) over the n
 seeds, with n stated, and ``final.json`` keeps every seed's validation and test accuracy
@@ -59,37 +58,10 @@ from ..stats import binomial_std, mean_std, paired_difference
 from ..train import resolve_device
 from ..widths import ArchSpec
 from .evaluate import SearchSetup
+from .seeding import SEED_RULE, final_seeds, selection_seeds
 from .space import UNIFORM
 
 OnResult = Callable[[str, int, dict[str, Any]], None]
-# Evaluation seeds start here; search trials (and their repeated measures) stay below it.
-FINAL_SEED_OFFSET = 10_000
-SELECTION_SEED_OFFSET = 5_000  # the finalist round's seeds
-SEED_RULE = (f"every row is retrained on the same evaluation seeds random_seed + "
-             f"{FINAL_SEED_OFFSET} + k (k = 0..n-1); search trials train with seeds from "
-             f"random_seed up, a finalist round with random_seed + {SELECTION_SEED_OFFSET} + k, "
-             f"so no evaluation re-runs a run that took part in the choice")
-
-
-def search_seeds(cfg, repeats: int = 1) -> list[int]:
-    """The seeds a search trial trains with (one per repeated measure)."""
-    if not 1 <= repeats < SELECTION_SEED_OFFSET:
-        raise UserError(f"repeats: {repeats}; must be between 1 and "
-                        f"{SELECTION_SEED_OFFSET - 1}")
-    return [cfg.random_seed + r for r in range(repeats)]
-
-
-def selection_seeds(cfg) -> list[int]:
-    """The seeds of the finalist round (``search.finalists`` > 1): disjoint from the search's
-    and from the evaluation seeds, so the round that picks the winner is not its evaluation."""
-    return [cfg.random_seed + SELECTION_SEED_OFFSET + k for k in range(cfg.search.final_seeds)]
-
-
-def final_seeds(cfg) -> list[int]:
-    """The evaluation seeds of the final table: disjoint from :func:`search_seeds`."""
-    return [cfg.random_seed + FINAL_SEED_OFFSET + k for k in range(cfg.search.final_seeds)]
-
-
 def budget_limit(setup: SearchSetup) -> float:
     """The largest cost ratio that still meets the budget (the budget plus its tolerance)."""
     return setup.cfg.seed_method.budget * (1 + setup.cspace.tolerance)

@@ -42,6 +42,7 @@ from ..rundir import SEARCH_JSON, SETUP_JSON, STUDY_DB, TrialRecord, read_json, 
 from ..train import resolve_device
 from ._backend import Location, SearchBackend, SearchEvents, mask_url
 from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
+from .fidelity import known_results, rung_step
 from .samplers import check_early_stopping, check_sampler, make_early_stopping, make_sampler
 
 ATTR_SETUP = "nas_prune_setup"
@@ -186,7 +187,8 @@ def record_of(ft: FrozenTrial, backend: str = "optuna") -> TrialRecord | None:
         datetime_complete=ft.datetime_complete.isoformat() if ft.datetime_complete else None,
         reason=reason, backend=backend, epochs_planned=int(ua.get("epochs_planned") or 0),
         cost_ratio=ua.get("cost_ratio"), scale=ua.get("scale"), trial_params=dict(ft.params),
-        worker=str(ua.get("worker", "")))
+        worker=str(ua.get("worker", "")), rung_values=list(ua.get("rung_values") or []),
+        measurements=list(ua.get("measurements") or []))
 
 
 def records_of(study: optuna.Study) -> list[TrialRecord]:
@@ -300,8 +302,15 @@ def make_objective(setup: SearchSetup) -> Callable[[optuna.Trial], Any]:
                 trial.report(acc, epoch)
                 return cand.role == "search" and trial.should_prune()
 
+            def on_rung(k: int, value: float) -> bool:
+                if not single:
+                    return False
+                trial.report(value, rung_step(k, setup.cfg.search.reduction_factor))
+                return cand.role == "search" and trial.should_prune()
+
             out = train_candidate(cand.widths, setup, role=cand.role,
-                                  seed_method=cand.seed_method, on_epoch=on_epoch)
+                                  seed_method=cand.seed_method, on_epoch=on_epoch,
+                                  on_rung=on_rung, known=_known(trial.study, cand.widths))
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
@@ -323,6 +332,16 @@ def make_objective(setup: SearchSetup) -> Callable[[optuna.Trial], Any]:
         return out.val_acc, setup.cost_attrs(cand.widths)["cost_ratio"]
 
     return objective
+
+
+def _known(study: optuna.Study, widths) -> dict:
+    """What earlier finished trials of the study measured for these widths (a duplicate)."""
+    trials = [{"number": ft.number, "widths": ft.user_attrs.get("widths"),
+               "measurements": ft.user_attrs.get("measurements")}
+              for ft in study.get_trials(deepcopy=False,
+                                         states=(TrialState.COMPLETE, TrialState.PRUNED))
+              if ft.user_attrs.get("measurements")]
+    return known_results(widths, trials)
 
 
 def run_trials(study: optuna.Study, setup: SearchSetup, *, total: int | None,
@@ -393,7 +412,9 @@ def _use_rules(study: optuna.Study, setup: SearchSetup, *, total: int, worker: b
                                  seed=sampler_seed(setup.cfg.random_seed, study, worker=worker),
                                  objective=cspace.objective, n_trials=total, n_baselines=n_base)
     study.pruner = make_early_stopping(search.early_stopping, objective=cspace.objective,
-                                       n_baselines=n_base, warmup_epochs=setup.warmup_epochs())
+                                       n_baselines=n_base, warmup_epochs=setup.warmup_epochs(),
+                                       n_rungs=len(setup.rungs()),
+                                       reduction_factor=search.reduction_factor)
 
 
 class OptunaBackend(SearchBackend):

@@ -5,10 +5,11 @@ The same candidate space and sampler as the Optuna backend run inside Ray Tune:
 * ``OptunaSearch`` with the candidate space as a define-by-run function
   (:meth:`CandidateSpace.suggest`), the configured Optuna sampler (seeded), and the seed and
   uniform baselines as ``points_to_evaluate``, so they are the first trials.
-* Early stopping from per-epoch ``tune.report`` calls (:data:`SCHEDULERS`): ``halving`` is
-  ASHA (asynchronous successive halving), ``median`` is Ray's median stopping rule (the rule of
-  Optuna's MedianPruner), ``none`` a FIFO scheduler. Multi-objective searches are never stopped
-  early.
+* Early stopping from per-epoch ``tune.report`` calls, or one per rung with ``search.rungs``
+  (:data:`SCHEDULERS`): ``halving`` is ASHA (asynchronous successive halving, with the config's
+  reduction factor), ``hyperband`` asynchronous Hyperband (ASHA over 3 brackets), ``median``
+  Ray's median stopping rule (the rule of Optuna's MedianPruner), ``none`` a FIFO scheduler.
+  Multi-objective searches are never stopped early.
   Unlike the Optuna backend, Ray's schedulers may also stop a baseline trial; the final table
   retrains the baselines anyway.
 * A function trainable with ``reuse_actors=True``: the data set is loaded once per worker process
@@ -89,11 +90,26 @@ def run_trial(config: dict[str, Any], setup_json: str) -> None:
                          "epochs_planned": planned["n"], "state": "RUNNING"})
         return False
 
+    n_rungs = len(setup.rungs())
+
+    def on_rung(k: int, value: float) -> bool:
+        # one report per rung below the top (training_iteration = k + 1): ASHA decides there
+        if k + 1 < n_rungs:
+            tune.report({**base, METRIC: value, "val_acc": value, "rung": k,
+                         "rung_values": json.dumps(rungs_so_far + [value]),
+                         "n_rungs": n_rungs, "state": "RUNNING"})
+            rungs_so_far.append(value)
+        return False
+
+    rungs_so_far: list[float] = []
     planned["n"] = setup.epochs_for(cand.widths)
     out = train_candidate(cand.widths, setup, role=cand.role, seed_method=cand.seed_method,
-                          on_epoch=on_epoch)
+                          on_epoch=None if n_rungs else on_epoch, on_rung=on_rung)
     result = {**base, **{k: v for k, v in out.attrs().items() if v is not None},
               "val_curve": json.dumps(out.val_curve), "state": out.state,
+              "rung_values": json.dumps(out.rung_values),
+              "measurements": json.dumps(out.measurements),
+              "reused_from": json.dumps(out.reused_from),
               METRIC: out.val_acc if out.state == "COMPLETE" else 0.0}
     tune.report(result)
 
@@ -120,6 +136,10 @@ def record_from_result(number: int, params: dict[str, Any], result: dict[str, An
     planned = int(result.get("epochs_planned") or 0)
     if error is not None:
         state, reason = "FAIL", error
+    elif state == "RUNNING" and "rung" in result:  # stopped by the scheduler at a rung
+        state = "PRUNED"
+        reason = (f"early stopping after rung {int(result['rung'])} of "
+                  f"{int(result.get('n_rungs') or 0)}")
     elif state == "RUNNING":  # the scheduler stopped it after an intermediate report
         state = "PRUNED"
         reason = f"early stopping after epoch {epochs} of {planned}"
@@ -135,7 +155,14 @@ def record_from_result(number: int, params: dict[str, Any], result: dict[str, An
         wall_time=float(result.get("wall_time") or result.get("time_total_s") or 0.0),
         datetime_start=start, datetime_complete=end, reason=reason, backend="ray",
         epochs_planned=planned, cost_ratio=result.get("cost_ratio"), scale=result.get("scale"),
-        trial_params=dict(params), worker=str(result.get("worker") or ""))
+        trial_params=dict(params), worker=str(result.get("worker") or ""),
+        rung_values=_json_list(result.get("rung_values")),
+        measurements=_json_list(result.get("measurements")))
+
+
+def _json_list(value: Any) -> list:
+    value = json.loads(value) if isinstance(value, str) else value
+    return list(value) if isinstance(value, list) else []
 
 
 def _now() -> str:
@@ -322,8 +349,14 @@ def _max_t(setup: SearchSetup) -> int:
 def _asha(setup: SearchSetup):
     from ray.tune.schedulers import ASHAScheduler
 
+    n_rungs = len(setup.rungs())
+    if n_rungs:  # one report per rung: ASHA over the rungs of complete schedules
+        return ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="max",
+                             max_t=n_rungs, grace_period=1,
+                             reduction_factor=setup.cfg.search.reduction_factor)
     return ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="max",
-                         max_t=_max_t(setup), grace_period=1)
+                         max_t=_max_t(setup), grace_period=max(1, setup.warmup_epochs()),
+                         reduction_factor=setup.cfg.search.reduction_factor)
 
 
 def _median_rule(setup: SearchSetup):
@@ -335,8 +368,21 @@ def _median_rule(setup: SearchSetup):
 
 #: ``search.early_stopping`` -> the Ray Tune scheduler (the names of
 #: :data:`nas_prune.search.samplers.EARLY_STOPPING`).
+def _hyperband(setup: SearchSetup):
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    # asynchronous Hyperband: ASHA over several brackets (no pausing, which function
+    # trainables without checkpoints cannot do)
+    n_rungs = len(setup.rungs())
+    return AsyncHyperBandScheduler(
+        time_attr="training_iteration", metric=METRIC, mode="max",
+        max_t=n_rungs or _max_t(setup),
+        grace_period=1 if n_rungs else max(1, setup.warmup_epochs()),
+        reduction_factor=setup.cfg.search.reduction_factor, brackets=3)
+
+
 SCHEDULERS: dict[str, Callable[[SearchSetup], Any]] = {
-    "median": _median_rule, "halving": _asha, "none": _fifo}
+    "median": _median_rule, "halving": _asha, "hyperband": _hyperband, "none": _fifo}
 
 
 def scheduler(setup: SearchSetup):

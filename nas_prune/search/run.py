@@ -57,6 +57,7 @@ from ..widths import SearchSpace, space_source
 from ._backend import Location, SearchEvents, mask_url
 from .backends import get_backend
 from .evaluate import SearchSetup
+from .fidelity import Rung, check_rungs, fidelity_summary
 from .finalize import best_from_final, choose_best, finalize, write_best, write_pareto, write_top
 from .samplers import effective_early_stopping, effective_sampler
 from .space import OBJECTIVES, UNIFORM, CandidateSpace
@@ -99,6 +100,9 @@ def check_search_config(cfg: Config) -> None:
     if not 0 < s.multiplier_low <= 1 <= s.multiplier_high:
         raise UserError(f"search.multiplier_low/high: need 0 < low <= 1 <= high, got "
                         f"[{s.multiplier_low}, {s.multiplier_high}]")
+    if s.rungs:
+        check_rungs([Rung(r.epochs, r.seeds) for r in s.rungs],
+                    reduction_factor=s.reduction_factor)
     backend.check(cfg)
 
 
@@ -114,6 +118,18 @@ def _proposal_spec(space: SearchSpace, run: ProposalRun, base_flops: int):
             "base_source": run.base_source, "base_train_s": round(run.base_train_s, 3),
             "propose_s": round(run.propose_s, 3), "base_metrics": run.base_metrics}
     return space.spec(run.proposal.widths, provenance=prov)
+
+
+def _check_inputs(cfg: Config) -> None:
+    """The space, the budget, the data set and a base checkpoint, before anything is written
+    (the data set stays cached for the proposals)."""
+    name, raw = space_source(cfg.space)
+    space = SearchSpace.from_dict(raw, name=name)
+    check_budget(space, cfg.seed_method.budget, cfg.seed_method.metric)
+    ckpt = cfg.seed_method.base_checkpoint
+    if ckpt and not Path(ckpt).is_file():
+        raise UserError(f"seed_method.base_checkpoint: {ckpt}: no such file; check the path")
+    data_for(cfg.data, resolve_device(cfg.device), space.spec(space.base_widths()))
 
 
 def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
@@ -223,6 +239,9 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
     """
     events = events or SearchEvents()
     run_dir = Path(run_dir or cfg.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir}: is a file, not a directory; choose another "
+                        f"--run-dir")
     previous = None
     if resume:
         require_run_dir(run_dir)
@@ -249,6 +268,7 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
             events.message(f"--resume: no {where.label} yet; starting it from what {run_dir} "
                            f"holds")
             previous = None
+        _check_inputs(cfg)  # nothing is written for a search that cannot start
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_YAML)  # a run directory from the first moment
         setup = prepare_setup(cfg, methods, run_dir, events)
@@ -265,7 +285,9 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
                                   on_result=events.final)
     paths += written + sorted((run_dir / PROPOSALS).glob("*.yaml"))
     info = read_json(run_dir / SEARCH_JSON) or {}
-    info.update({"finished": now(), "state_counts": state_counts(records)})
+    info.update({"finished": now(), "state_counts": state_counts(records),
+                 "fidelity": fidelity_summary(setup.rungs(), setup.cfg.search.reduction_factor,
+                                              records)})
     write_json(run_dir / SEARCH_JSON, info)
     best, _ = best_from_final(setup, records, table) or choose_best(setup, records)
     return SearchResult(run_dir, setup, records, best, table, paths)

@@ -7,7 +7,10 @@
   ``objective: multi`` the default ``tpe`` means NSGA-II (:func:`effective_sampler`).
 * :data:`EARLY_STOPPING`: name -> factory of the Optuna backend's rule (an Optuna pruner):
   ``median`` (MedianPruner: the baselines form the first reference curves; no trial is judged
-  before the warm-up epochs), ``halving`` (SuccessiveHalvingPruner), ``none``. The Ray backend
+  before the warm-up epochs), ``halving`` (SuccessiveHalvingPruner with explicit
+  ``min_resource`` and ``reduction_factor``), ``hyperband`` (HyperbandPruner), ``none``. With
+  ``search.rungs`` they act between rungs of complete schedules (a rung's value reported at step
+  ``reduction_factor ** k``); without, between epochs of one schedule. The Ray backend
   maps the same names to Ray Tune schedulers (:data:`nas_prune.search.ray_backend.SCHEDULERS`).
   Multi-objective searches are never stopped early (Optuna cannot report two objectives per
   epoch).
@@ -64,16 +67,31 @@ def _random(*, seed: int, objective: str, n_trials: int, n_baselines: int):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _median(*, n_baselines: int, warmup_epochs: int):
+# Rule factories: ``n_rungs`` > 0 for a multi-fidelity search (a trial reports its rung ``k`` at
+# step ``reduction_factor ** k``, see nas_prune.search.fidelity), 0 for per-epoch reports.
+def _median(*, n_baselines: int, warmup_epochs: int, n_rungs: int = 0,
+            reduction_factor: int = 3):
     return optuna.pruners.MedianPruner(n_startup_trials=max(1, n_baselines),
-                                       n_warmup_steps=max(0, warmup_epochs))
+                                       n_warmup_steps=0 if n_rungs else max(0, warmup_epochs))
 
 
-def _halving(*, n_baselines: int, warmup_epochs: int):
-    return optuna.pruners.SuccessiveHalvingPruner()
+def _halving(*, n_baselines: int, warmup_epochs: int, n_rungs: int = 0,
+             reduction_factor: int = 3):
+    # explicit resources: rung k at step eta ** k; per epoch, nothing judged before the warm-up
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=1 if n_rungs else max(1, warmup_epochs),
+        reduction_factor=reduction_factor, min_early_stopping_rate=0)
 
 
-def _none(*, n_baselines: int, warmup_epochs: int):
+def _hyperband(*, n_baselines: int, warmup_epochs: int, n_rungs: int = 0,
+               reduction_factor: int = 3):
+    return optuna.pruners.HyperbandPruner(
+        min_resource=1 if n_rungs else max(1, warmup_epochs),
+        max_resource=reduction_factor ** (n_rungs - 1) if n_rungs else "auto",
+        reduction_factor=reduction_factor)
+
+
+def _none(*, n_baselines: int, warmup_epochs: int, n_rungs: int = 0, reduction_factor: int = 3):
     return optuna.pruners.NopPruner()
 
 
@@ -88,7 +106,8 @@ EARLY_STOPPING: dict[str, RuleFactory] = {}
 for _name, _factory in (("tpe", _tpe), ("cmaes", _cmaes), ("random", _random),
                         ("nsga2", _nsga2)):
     _register(SAMPLERS, _name, _factory)
-for _name, _factory in (("median", _median), ("halving", _halving), ("none", _none)):
+for _name, _factory in (("median", _median), ("halving", _halving),
+                        ("hyperband", _hyperband), ("none", _none)):
     _register(EARLY_STOPPING, _name, _factory)
 
 
@@ -117,13 +136,16 @@ def effective_sampler(name: str, objective: str) -> str:
 
 
 def make_early_stopping(name: str, *, objective: str, n_baselines: int,
-                        warmup_epochs: int = 0) -> optuna.pruners.BasePruner:
-    """The Optuna backend's early-stopping rule. ``warmup_epochs``: the median rule judges no
-    trial before this many epochs (a from-scratch run's first epochs are too noisy to rank)."""
+                        warmup_epochs: int = 0, n_rungs: int = 0,
+                        reduction_factor: int = 3) -> optuna.pruners.BasePruner:
+    """The Optuna backend's early-stopping rule. ``warmup_epochs``: per-epoch rules judge no
+    trial before this many epochs (a from-scratch run's first epochs are too noisy to rank).
+    ``n_rungs``: a multi-fidelity search's rungs, reported at steps ``reduction_factor ** k``."""
     check_early_stopping(name)
     if objective == "multi":
         name = "none"
-    return EARLY_STOPPING[name](n_baselines=n_baselines, warmup_epochs=warmup_epochs)
+    return EARLY_STOPPING[name](n_baselines=n_baselines, warmup_epochs=warmup_epochs,
+                                n_rungs=n_rungs, reduction_factor=reduction_factor)
 
 
 def effective_early_stopping(name: str, objective: str) -> str:

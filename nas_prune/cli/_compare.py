@@ -1,0 +1,71 @@
+"""``nas-prune compare``: the search, its uniform-start control and random search at equal
+compute, then one paired final evaluation of their winners, the seed proposals and uniform."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..search.samplers import EARLY_STOPPING
+from ._common import add_config_arguments, resolve_config, table
+from ._search import (
+    Printer,
+    command_line,
+    comparison_table,
+    parse_rungs,
+    prune_none,
+    quiet_optuna,
+)
+
+
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--seed-method", help="seed method(s) of the 'seeds' and 'random' arms")
+    p.add_argument("--budget", help="one budget or a list, e.g. 0.5,0.25,0.1")
+    p.add_argument("--arms", default="seeds,uniform,random",
+                   help="which arms to run (default seeds,uniform,random)")
+    p.add_argument("--run-dir", help="where the arms and compare.json/.md/.png go "
+                   "(default: the config's run_dir + '-compare')")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted comparison")
+    p.add_argument("--n-trials", type=int, help="trials per arm (the same for every arm)")
+    p.add_argument("--sampler", help="sampler of the seeds and uniform arms (random's is random)")
+    p.add_argument("--early-stopping", choices=tuple(EARLY_STOPPING))
+    p.add_argument("--rungs", help="multi-fidelity rungs, as for search (e.g. 1,3)")
+    p.add_argument("--reduction-factor", type=int)
+    p.add_argument("--final-seeds", type=int, help="evaluation seeds of the joint final table")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ..search import run_search
+    from ..search.compare import parse_arms, parse_budgets
+    from ..search.compare import run_compare as compare
+
+    budgets = parse_budgets(args.budget) if args.budget else None
+    arms = parse_arms(args.arms)
+    extra = prune_none({
+        "seed_method": {"name": args.seed_method,
+                        "budget": budgets[0] if budgets else None},
+        "search": {"n_trials": args.n_trials, "sampler": args.sampler,
+                   "early_stopping": args.early_stopping, "rungs": parse_rungs(args.rungs),
+                   "reduction_factor": args.reduction_factor, "final_seeds": args.final_seeds},
+    })
+    cfg = resolve_config(args, **extra)
+    budgets = budgets or [cfg.seed_method.budget]
+    run_dir = Path(args.run_dir or f"{cfg.run_dir}-compare")
+    quiet_optuna()
+    out = Printer()
+    result = compare(cfg, budgets=budgets, arms=arms, run_dir=run_dir, resume=args.resume,
+                     command=command_line("compare", args), search=run_search, events=out,
+                     log=out.message)
+    for res in result["results"]:
+        out.message("")
+        out.message(f"budget {res['budget']:g}:")
+        rows = [[a, c["compute"]["trials"], c["compute"]["trainings"],
+                 c["compute"]["epochs_trained"], c["best_trial"]]
+                for a, c in res["arms"].items()]
+        out.message(table(rows, ["arm", "trials", "trainings", "epochs trained", "best trial"]))
+        out.message(comparison_table(res["comparisons"]))
+    out.message("written:")
+    for name in ("compare.json", "compare.md", "compare.png"):
+        out.message(f"  {run_dir / name}")
+    return 0

@@ -1,0 +1,264 @@
+"""Controls and ablations in one call: does searching around the seeds beat its own controls?
+
+For each budget, :func:`run_compare` runs the same search (same trials, rungs, early stopping,
+training recipe) in several *arms*, each in its own run directory ``RUN/b<budget>/<arm>``:
+
+* ``seeds``: the search around the seed proposals and uniform (what ``nas-prune search`` does);
+* ``uniform``: the same search around uniform scaling only (no seed method at all);
+* ``random``: random search (Optuna's ``RandomSampler``) on the same space as ``seeds``.
+
+Then one joint final evaluation: every arm's winner, each seed proposal and uniform are retrained
+on the same evaluation seeds (:func:`nas_prune.search.finalize.final_seeds`, disjoint from every
+search seed) and scored on the test split; equal width vectors train once. ``compare.json`` keeps
+every run; ``compare.md`` has, per budget, the rows (mean ± sample std, n), the compute each arm
+spent (trainings and epochs actually trained, wall time) and the paired differences with 95%
+t-intervals and verdicts of each arm's winner against each seed proposal, uniform and the other
+arms; ``compare.png`` plots the rows with their per-seed dots.
+
+Arms run one after the other in this process; the seed methods' base networks are trained once
+(the ``seeds`` arm's cache is copied to the ``random`` arm). ``resume=True`` continues every arm
+and reuses finished final runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._io import write_atomic, write_json
+from .._meta import code_version, hardware, now
+from ..config import Config, save_config, to_dict
+from ..errors import UserError
+from ..rundir import BASES, completed
+from ..stats import fmt_mean_std, paired_difference
+from ..train import resolve_device
+from .finalize import choose_best, retrain
+from .seeding import SEED_RULE, final_seeds
+from .space import UNIFORM
+
+__all__ = ["ARMS", "COMPARE_JSON", "run_compare"]
+
+ARMS = ("seeds", "uniform", "random")
+COMPARE_JSON = "compare.json"
+
+
+def parse_budgets(text: str | float | Sequence[float]) -> list[float]:
+    """``"0.5,0.25"`` -> [0.5, 0.25]; each in (0, 1)."""
+    if isinstance(text, (int, float)):
+        values = [float(text)]
+    elif isinstance(text, str):
+        try:
+            values = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--budget: {text!r}; give ratios like 0.5 or 0.5,0.25,0.1") from None
+    else:
+        values = [float(x) for x in text]
+    if not values or any(not 0 < v < 1 for v in values):
+        raise UserError(f"--budget: {text!r}; every budget must be a ratio in (0, 1)")
+    return values
+
+
+def parse_arms(text: str | Sequence[str]) -> list[str]:
+    arms = [a.strip() for a in (text.split(",") if isinstance(text, str) else text) if a.strip()]
+    bad = [a for a in arms if a not in ARMS]
+    if not arms or bad:
+        raise UserError(f"--arms: {', '.join(bad) or 'none'}; choose from {', '.join(ARMS)}")
+    return list(dict.fromkeys(arms))
+
+
+def arm_config(cfg: Config, arm: str, budget: float) -> Config:
+    """The config of one arm: the user's, with this budget and the arm's starts/sampler."""
+    sm = dataclasses.replace(cfg.seed_method, budget=budget)
+    search = cfg.search
+    if arm == "uniform":
+        sm = dataclasses.replace(sm, name=UNIFORM)
+    elif arm == "random":
+        search = dataclasses.replace(search, sampler="random")
+    # each arm's own final table is replaced by the joint one
+    return dataclasses.replace(cfg, seed_method=sm, search=search)
+
+
+def _budget_dir(run_dir: Path, budget: float) -> Path:
+    return run_dir / f"b{budget:g}"
+
+
+def _compute(records) -> dict[str, Any]:
+    """What an arm spent: trials by state, trainings and epochs actually trained, wall time."""
+    trained = epochs = 0
+    for r in records:
+        ms = getattr(r, "measurements", None) or []
+        if ms:
+            own = [m for m in ms if m.get("from_trial") is None]
+            trained += len(own)
+            epochs += sum(int(m.get("epochs_run") or m.get("epochs") or 0) for m in own)
+        elif r.state in ("COMPLETE", "PRUNED", "FAIL") and r.epochs:
+            trained += 1
+            epochs += int(r.epochs)
+    return {"trials": len(records), "complete": len(completed(records)),
+            "trainings": trained, "epochs_trained": epochs,
+            "wall_s": round(sum(float(r.wall_time or 0) for r in records), 1)}
+
+
+def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
+                run_dir: str | Path, resume: bool = False, command: str = "",
+                search: Callable[..., Any], events=None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every arm at every budget, then the joint final evaluation; see the module docstring.
+
+    ``search(cfg, run_dir=..., resume=..., command=..., events=..., final=False)`` runs one
+    search without its own final table (:func:`nas_prune.search.run_search`).
+    """
+    say = log or (lambda _m: None)
+    run_dir = Path(run_dir)
+    if resume and not (run_dir / COMPARE_JSON).is_file() and not run_dir.is_dir():
+        raise UserError(f"--resume: {run_dir} does not exist; check --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"command": command, "started": now(), "config": to_dict(cfg),
+                           "budgets": list(budgets), "arms": list(arms),
+                           "seed_rule": SEED_RULE,
+                           "hardware": hardware(resolve_device(cfg.device)),
+                           "versions": code_version(), "results": []}
+    for budget in budgets:
+        bdir = _budget_dir(run_dir, budget)
+        results: dict[str, Any] = {}
+        for arm in arms:
+            arm_dir = bdir / arm
+            acfg = arm_config(cfg, arm, budget)
+            if arm == "random" and (bdir / "seeds" / BASES).is_dir() and \
+                    not (arm_dir / BASES).is_dir():
+                shutil.copytree(bdir / "seeds" / BASES, arm_dir / BASES)
+            say(f"budget {budget:g}, arm {arm}: search in {arm_dir}")
+            arm_resume = resume and arm_dir.is_dir()
+            res = search(acfg, run_dir=arm_dir, resume=arm_resume, command=command,
+                         events=events, final=False)
+            best, rule = choose_best(res.setup, res.records)
+            results[arm] = {"setup": res.setup, "records": res.records, "best": best,
+                            "rule": rule}
+        out["results"].append(_final_for_budget(budget, bdir, results, say))
+        out["wall_s"] = round(time.perf_counter() - t0, 1)
+        write_json(run_dir / COMPARE_JSON, out)
+    out["finished"] = now()
+    write_json(run_dir / COMPARE_JSON, out)
+    write_atomic(run_dir / "compare.md", markdown(out))
+    _plot(out, run_dir / "compare.png")
+    return out
+
+
+def _final_for_budget(budget: float, bdir: Path, results: dict[str, Any],
+                      say: Callable[[str], None]) -> dict[str, Any]:
+    """Retrain every arm's winner, each seed proposal and uniform on the evaluation seeds."""
+    any_setup = next(iter(results.values()))["setup"]
+    entries: list[tuple[str, dict[str, int]]] = []
+    for arm, r in results.items():
+        if r["best"] is not None:
+            entries.append((f"arm:{arm}", dict(r["best"].widths)))
+    starts: dict[str, dict[str, int]] = {}
+    for r in results.values():
+        starts.update(r["setup"].cspace.starts)
+    for name, widths in starts.items():
+        entries.append(("uniform" if name == UNIFORM else f"seed:{name}", dict(widths)))
+    done: dict[str, list[dict[str, Any]]] = {}
+    rows = []
+    for name, widths in entries:
+        key = str(sorted(widths.items()))
+        if key not in done:
+            say(f"budget {budget:g}: final runs of {name}")
+            done[key] = retrain(any_setup, widths, name=name,
+                                out_dir=bdir / "final" / name.replace(":", "-"),
+                                seeds=final_seeds(any_setup.cfg))
+        runs = done[key]
+        attrs = any_setup.cost_attrs(widths)
+        tests = [x["test_acc"] for x in runs]
+        rows.append({"name": name, "widths": widths, "flops": attrs["flops"],
+                     "params": attrs["params"], "flops_ratio": attrs["flops_ratio"],
+                     "seeds": [x["seed"] for x in runs], "test_acc": tests,
+                     "val_acc": [x["val_acc"] for x in runs],
+                     "runs": [{k: x.get(k) for k in ("seed", "val_acc", "test_acc", "status",
+                                                     "epochs", "reason")} for x in runs]})
+    comparisons = []
+    for a in [r for r in rows if r["name"].startswith("arm:")]:
+        for b in rows:
+            if b is a or (b["name"].startswith("arm:") and b["name"] <= a["name"]):
+                continue
+            diff = paired_difference(_per_seed(a), _per_seed(b))
+            comparisons.append({"a": a["name"], "b": b["name"], "metric": "test_acc",
+                                **diff.to_dict(), "same_widths": a["widths"] == b["widths"]})
+    arms = {arm: {"run_dir": str(bdir / arm), "best_trial": r["best"].number
+                  if r["best"] is not None else None, "best_rule": r["rule"],
+                  "best_search_val_acc": r["best"].val_acc if r["best"] is not None else None,
+                  "compute": _compute(r["records"])} for arm, r in results.items()}
+    return {"budget": budget, "arms": arms, "rows": rows, "comparisons": comparisons}
+
+
+def _per_seed(row: dict[str, Any]) -> dict[int, float | None]:
+    return {int(r["seed"]): r.get("test_acc") for r in row["runs"]}
+
+
+def _pts(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.2f}"
+
+
+def markdown(out: dict[str, Any]) -> str:
+    lines = ["# Search vs its controls", "",
+             f"Command: `{out.get('command', '')}`", "",
+             f"Evaluation seeds: {out.get('seed_rule', '')}.", ""]
+    for res in out["results"]:
+        lines += [f"## Budget {res['budget']:g} of the base FLOPs", "",
+                  "| arm | trials (complete) | trainings | epochs trained | wall (s) | "
+                  "best trial | its search val |", "|---|---|---|---|---|---|---|"]
+        for arm, a in res["arms"].items():
+            c = a["compute"]
+            sv = a["best_search_val_acc"]
+            lines.append(f"| {arm} | {c['trials']} ({c['complete']}) | {c['trainings']} | "
+                         f"{c['epochs_trained']} | {c['wall_s']} | {a['best_trial']} | "
+                         f"{'-' if sv is None else f'{100 * sv:.2f}'} |")
+        lines += ["", "| row | test accuracy (%) | FLOPs ratio |", "|---|---|---|"]
+        for r in res["rows"]:
+            lines.append(f"| {r['name']} | {fmt_mean_std(r['test_acc'])} | "
+                         f"{r['flops_ratio']:.3f} |")
+        lines += ["", "Paired differences of test accuracy (percentage points, 95% "
+                  "t-interval over the evaluation seeds):", "",
+                  "| a - b | mean | 95% interval | n | verdict |", "|---|---|---|---|---|"]
+        for c in res["comparisons"]:
+            lo, hi = c["ci95"]
+            note = " (same widths)" if c.get("same_widths") else ""
+            lines.append(f"| {c['a']} - {c['b']}{note} | {_pts(c['mean'])} | "
+                         f"[{_pts(lo)}, {_pts(hi)}] | {c['n']} | {c['verdict']} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(out: dict[str, Any], path: Path) -> Path | None:
+    if not out["results"]:
+        return None
+    from matplotlib.figure import Figure
+
+    n = len(out["results"])
+    fig = Figure(figsize=(6.5 * n, 4.2))
+    for i, res in enumerate(out["results"]):
+        ax = fig.add_subplot(1, n, i + 1)
+        names = [r["name"] for r in res["rows"]]
+        for j, r in enumerate(res["rows"]):
+            vals = [100 * v for v in r["test_acc"] if v is not None]
+            if not vals:
+                continue
+            ax.bar(j, sum(vals) / len(vals), color="tab:blue" if r["name"].startswith("arm:")
+                   else "tab:gray", alpha=0.6)
+            ax.scatter([j] * len(vals), vals, color="black", s=10, zorder=3)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        accs = [100 * v for r in res["rows"] for v in r["test_acc"] if v is not None]
+        if accs:
+            pad = max(0.5, (max(accs) - min(accs)) * 0.3)
+            ax.set_ylim(min(accs) - pad, max(accs) + pad)
+        ax.set_ylabel("test accuracy (%), axis not from 0")
+        ax.set_title(f"budget {res['budget']:g} of base FLOPs (dots: seeds)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
