@@ -7,24 +7,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._io import load_state_dict, save_state_dict
 from .errors import UserError
 from .widths import ArchSpec
 
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-    return path
+    return save_state_dict(model, path)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict with ``weights_only=True``; a mismatch is a one-line UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights {path}: no such file")
+    state = load_state_dict(path, what="weights")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     except Exception as exc:
         raise UserError(f"weights {path}: do not fit this architecture ({type(exc).__name__}); "

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ._io import save_state_dict
 from .config import Config, save_config, to_dict
 from .data import DataConfig, Splits, load_data
 from .errors import UserError
@@ -81,8 +82,7 @@ def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: 
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                   out_dir / "model.pt")
+        save_state_dict(model, out_dir / "model.pt")
         out.save(out_dir / "model.yaml")
         save_config(cfg, out_dir / "config.yaml")
     return result, out

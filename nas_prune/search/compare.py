@@ -37,6 +37,7 @@ from ..rundir import BASES, completed
 from ..stats import fmt_mean_std, paired_difference
 from ..train import resolve_device
 from .finalize import choose_best, retrain
+from .run import check_inputs, check_search_config
 from .seeding import SEED_RULE, final_seeds
 from .space import UNIFORM
 
@@ -116,6 +117,11 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
     run_dir = Path(run_dir)
     if resume and not (run_dir / COMPARE_JSON).is_file() and not run_dir.is_dir():
         raise UserError(f"--resume: {run_dir} does not exist; check --run-dir")
+    for budget in budgets:  # every arm's settings, before anything is written or trained
+        for arm in arms:
+            acfg = arm_config(cfg, arm, budget)
+            check_search_config(acfg)
+            check_inputs(acfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     t0 = time.perf_counter()

@@ -14,7 +14,8 @@ are compared seed by seed (paired). Rows train for ``search.final_epochs`` base 
 ``train.epochs``; scaled by the budget rule as in the search, see
 :mod:`nas_prune.search.evaluate`, so the rows at the budget train equally long) on the training
 split and scored on the **test** split, which nothing before this step has touched. Equal
-width vectors (a best trial that is a baseline, or ``--seed-method uniform``) are trained once and share their numbers, and a final run that a resumed search finds
+width vectors (a best trial that is a baseline, or ``--seed-method uniform``) are trained once
+and share their numbers, and a final run that a resumed search finds
 already finished (same widths, seed, epochs, data and recipe in ``RUN/final/``) is reused, not
 repeated. Accuracies are reported as mean +- sample standard deviation (ddof = 1) over the n
 seeds, with n stated, and ``final.json`` keeps every seed's validation and test accuracy

@@ -120,7 +120,7 @@ def _proposal_spec(space: SearchSpace, run: ProposalRun, base_flops: int):
     return space.spec(run.proposal.widths, provenance=prov)
 
 
-def _check_inputs(cfg: Config) -> None:
+def check_inputs(cfg: Config) -> None:
     """The space, the budget, the data set and a base checkpoint, before anything is written
     (the data set stays cached for the proposals)."""
     name, raw = space_source(cfg.space)
@@ -268,7 +268,7 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
             events.message(f"--resume: no {where.label} yet; starting it from what {run_dir} "
                            f"holds")
             previous = None
-        _check_inputs(cfg)  # nothing is written for a search that cannot start
+        check_inputs(cfg)  # nothing is written for a search that cannot start
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_YAML)  # a run directory from the first moment
         setup = prepare_setup(cfg, methods, run_dir, events)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import load_state_dict, read_json, save_state_dict, write_json
 from ..budget import check_budget
 from ..data import DataConfig, Splits
 from ..errors import UserError
@@ -53,12 +54,7 @@ def load_state(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"base checkpoint {path}: no such file; check --base-checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors vary by torch version
-        raise UserError(f"base checkpoint {path}: not a loadable state dict "
-                        f"({type(exc).__name__}); save it with torch.save(model.state_dict())"
-                        ) from None
+    state = load_state_dict(path, what="base checkpoint")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     try:
@@ -86,9 +82,8 @@ def trained_base(method: SeedMethod, ctx: SeedContext, *, epochs: int,
         key = base_cache_key(method, ctx.space, data_cfg, ctx.train, epochs, ctx.seed)
         path = Path(cache_dir) / f"base-{method.base_key(ctx.space)}-{key}.pt"
         if path.is_file():
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            meta = path.with_suffix(".json")
-            info = json.loads(meta.read_text()) if meta.is_file() else {}
+            model.load_state_dict(load_state_dict(path, what="cached base network"))
+            info = read_json(path.with_suffix(".json"), what="cached base network info") or {}
             return model.to(ctx.device).eval(), "cached", 0.0, info
     torch.manual_seed(ctx.seed)
     model = method.base_model(ctx.space)  # rebuilt under the seed: same seed, same base
@@ -103,9 +98,8 @@ def trained_base(method: SeedMethod, ctx: SeedContext, *, epochs: int,
                         f"train.lr or the method's regulariser")
     info = {"val_acc": result.val_acc_final, "epochs": epochs, "train_s": round(seconds, 2)}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-        path.with_suffix(".json").write_text(json.dumps(info))
+        save_state_dict(model, path)
+        write_json(path.with_suffix(".json"), info)
     return model.eval(), "trained", seconds, info
 
 
