@@ -201,7 +201,7 @@ CASES = [
     Case("build-missing-weights", lambda e: ["build", e.arch, "--weights", e.missing],
          "no such file"),
     Case("build-weights-not-a-state-dict", lambda e: ["build", e.arch, "--weights", e.a_file],
-         "do not fit"),
+         "not a loadable state dict"),
     Case("build-onnx-to-a-folder", lambda e: ["build", e.arch, "--onnx", e.folder],
          "is a folder"),
     # worker
