@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 
@@ -18,6 +19,7 @@ from nas_prune.search.fidelity import (
     train_rungs,
 )
 
+from .test_search_backends import FakeTrain
 from .test_search_common import search
 
 RUNGS = [Rung(epochs=1), Rung(epochs=3), Rung(epochs=3, seeds=3)]
@@ -124,47 +126,34 @@ def test_curve_correlations_measure_a_truncated_schedule() -> None:
 
 # ---- in a real (tiny, synthetic) search -----------------------------------------------------
 class TrainSpy:
-    """Counts the search's trainings (final ones excluded) by width vector; with ``fake``, a
-    search training reports a deterministic accuracy that differs between width vectors (and a
-    little between seeds and schedules) instead of training: promotion is then decided by
-    known values, not by the noise of a one-epoch run."""
+    """Counts the search's real trainings (final ones excluded) by width vector."""
 
-    def __init__(self, monkeypatch, fake: bool = False) -> None:
-        import zlib
-
+    def __init__(self, monkeypatch) -> None:
         import nas_prune.scratch
-        from nas_prune.train import TrainResult
 
         self.calls: list[tuple[str, int, int]] = []
         real = nas_prune.scratch.train_spec
 
         def wrapped(spec, cfg, **kw):
-            if kw.get("evaluate_test"):
-                return real(spec, cfg, **kw)
-            key = json.dumps(spec.widths, sort_keys=True)
-            self.calls.append((key, kw["seed"], kw["epochs"]))
-            if not fake:
-                return real(spec, cfg, **kw)
-            n = int(kw["epochs"])
-            acc = 0.3 + (zlib.crc32(key.encode()) % 500) / 1000 + 0.001 * kw["seed"] + 0.002 * n
-            result = TrainResult(status="ok", epochs_planned=n)
-            for epoch in range(n):
-                result.val_acc.append(acc)
-                result.epochs_run = epoch + 1
-                hook = kw.get("on_epoch")
-                if hook is not None and hook(epoch, acc, 0.0):
-                    result.status = "stopped"
-                    break
-            result.val_acc_final = result.val_acc[-1]
-            return result, spec
+            if not kw.get("evaluate_test"):
+                self.calls.append((json.dumps(spec.widths, sort_keys=True), kw["seed"],
+                                   kw["epochs"]))
+            return real(spec, cfg, **kw)
 
         monkeypatch.setattr(nas_prune.scratch, "train_spec", wrapped)
+
+
+def distinct_by_widths(spec, n: int) -> list[float]:
+    """A deterministic accuracy that differs between width vectors (and a little between
+    schedules): promotion is then decided by known values, not by a one-epoch run's noise."""
+    key = json.dumps(spec.widths, sort_keys=True)
+    return [0.3 + (zlib.crc32(key.encode()) % 500) / 1000 + 0.002 * n] * n
 
 
 @pytest.mark.slow
 def test_a_multi_fidelity_search_promotes_by_rung_and_records_each_rung(
         tmp_path, monkeypatch) -> None:
-    spy = TrainSpy(monkeypatch, fake=True)
+    spy = FakeTrain(monkeypatch, distinct_by_widths)
     run = tmp_path / "run"
     assert search(tmp_path, run, "--n-trials", "12", "--rungs", "1,2x2", "--early-stopping",
                   "halving", "--reduction-factor", "3", "--sampler", "random") == 0

@@ -54,12 +54,15 @@ class FakeTrain:
 
     def __init__(self, monkeypatch, curve: Curve) -> None:
         self.search_calls = 0
+        self.calls: list[tuple[str, int, int]] = []  # (widths as JSON, seed, epochs)
         real = nas_prune.scratch.train_spec
 
         def fake(spec, cfg, **kw):
             if kw.get("evaluate_test"):
                 return real(spec, cfg, **kw)
             self.search_calls += 1
+            self.calls.append((json.dumps(spec.widths, sort_keys=True), kw["seed"],
+                               kw["epochs"]))
             n = int(kw["epochs"])
             result = TrainResult(status="ok", epochs_planned=n)
             hook = kw.get("on_epoch")
