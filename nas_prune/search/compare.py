@@ -88,19 +88,12 @@ def _budget_dir(run_dir: Path, budget: float) -> Path:
 
 
 def _compute(records) -> dict[str, Any]:
-    """What an arm spent: trials by state, trainings and epochs actually trained, wall time."""
-    trained = epochs = 0
-    for r in records:
-        ms = getattr(r, "measurements", None) or []
-        if ms:
-            own = [m for m in ms if m.get("from_trial") is None]
-            trained += len(own)
-            epochs += sum(int(m.get("epochs_run") or m.get("epochs") or 0) for m in own)
-        elif r.state in ("COMPLETE", "PRUNED", "FAIL") and r.epochs:
-            trained += 1
-            epochs += int(r.epochs)
+    """What an arm spent: trials, trainings and epochs actually trained (a record's ``epochs``
+    counts only its own trainings, not measurements reused from a duplicate), wall time."""
     return {"trials": len(records), "complete": len(completed(records)),
-            "trainings": trained, "epochs_trained": epochs,
+            "trainings": sum(1 for r in records for m in r.measurements
+                             if m.get("from_trial") is None),
+            "epochs_trained": sum(int(r.epochs or 0) for r in records),
             "wall_s": round(sum(float(r.wall_time or 0) for r in records), 1)}
 
 
