@@ -293,7 +293,7 @@ class Rungs:
             return
         from .search.fidelity import Rung, check_rungs
 
-        check_rungs([Rung(r.epochs, r.seeds) for r in value], reduction_factor=3, where=key)
+        check_rungs([Rung(r.epochs, r.seeds) for r in value], reduction_factor=None, where=key)
         for i, r in enumerate(value):
             _EPOCHS.check(r.epochs, f"{key}[{i}].epochs")
             Range(1, 1000).check(r.seeds, f"{key}[{i}].seeds")

@@ -48,14 +48,16 @@ class Rung:
         return {"epochs": self.epochs, "seeds": self.seeds}
 
 
-def check_rungs(rungs: Sequence[Rung], *, reduction_factor: int, where: str = "search.rungs"
-                ) -> list[Rung]:
+def check_rungs(rungs: Sequence[Rung], *, reduction_factor: int | None,
+                where: str = "search.rungs") -> list[Rung]:
     """The rungs, checked: at least one, each with epochs >= 1 and seeds >= 1, the cost
-    (epochs x seeds) never falling from one rung to the next; ``reduction_factor`` >= 2."""
+    (epochs x seeds) never falling from one rung to the next; ``reduction_factor`` >= 2 (None:
+    checked elsewhere, as the config's own range rule does)."""
     rungs = list(rungs)
     if not rungs:
         raise UserError(f"{where}: needs at least one rung, e.g. [{{epochs: 2}}, {{epochs: 6}}]")
-    if not isinstance(reduction_factor, int) or reduction_factor < 2:
+    if reduction_factor is not None and (not isinstance(reduction_factor, int)
+                                         or reduction_factor < 2):
         raise UserError(f"search.reduction_factor: {reduction_factor!r}; must be an integer "
                         f">= 2 (3 keeps the top third at each rung)")
     for i, r in enumerate(rungs):
