@@ -122,8 +122,8 @@ def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int,
     whose next channel to go has the lowest score per unit of cost saved. Too cheap: a step up for
     the group whose next channel to add has the highest score per unit of cost added, never past
     the band when a smaller step fits. Without scores a group's next channel is valued at the
-    group's width relative to its base, so in both directions the group narrowest relative to its
-    base (per unit of cost) moves first. Where single steps jump over the band, two score-blind
+    group's base width over its width, so the group widest relative to its base shrinks first and the narrowest grows first: widths stay as close to uniform as the
+    grid allows. Where single steps jump over the band, two score-blind
     fallbacks follow: moves of one or two groups by a grid step, whichever lands closest to the
     target, then (for spaces of at most 20,000 width vectors) the width vector within the band
     nearest to ``widths``. A target none of them meets is a one-line
@@ -133,8 +133,8 @@ def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int,
     base = space.base_widths()
 
     def next_score(g: str, w: int, up: bool) -> float:
-        if scores is None:
-            return -w / base[g] if up else w / base[g]
+        if scores is None:  # a channel of a group narrow relative to its base is worth more
+            return base[g] / w
         s = scores[g].sort(descending=True).values
         i = min(w if up else w - 1, len(s) - 1)
         return float(s[max(i, 0)]) if len(s) else 0.0
@@ -158,8 +158,10 @@ def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int,
             if delta == 0:
                 continue
             value = next_score(g, w, up=not too_big)
-            # remove the least valuable channel per cost saved / add the most valuable per cost
-            options.append((value / delta if too_big else -value / delta, g, grid[j], trial))
+            # remove the least valuable channel per cost saved / add the most valuable per cost;
+            # without scores the relative width alone decides (per cost would favour cheap groups)
+            rate = value / delta if scores is not None else value
+            options.append((rate if too_big else -rate, g, grid[j], trial))
         if not options:
             break
         options.sort(key=lambda o: o[0])

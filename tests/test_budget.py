@@ -242,3 +242,15 @@ def test_uniform_widths_scale_every_group_alike():
     # one grid step of the narrowest group
     assert max(keep) - min(keep) <= space.divisor / min(base.values())
     assert all(abs(k - math.sqrt(0.5)) < 0.07 for k in keep)
+
+
+@pytest.mark.parametrize("name", ["resnet20_fmnist", "resnet56_cifar", "vgg_small_fmnist"])
+@pytest.mark.parametrize("budget", [0.5, 0.3, 0.25, 0.1])
+def test_uniform_stays_uniform_after_refinement_on_coarse_grids(name, budget):
+    # 16-channel ResNet groups on a divisor-4 grid move in steps of 0.25: the refinement must
+    # shrink the relatively widest group first, not leave one group at its base width while
+    # another drops to a quarter (it did: resnet56_cifar at 0.3 had a 16-channel group at 4)
+    space = SearchSpace.load(name)
+    base = space.base_widths()
+    keep = [w / base[g] for g, w in uniform_widths(space, budget).items()]
+    assert max(keep) - min(keep) <= 0.26, keep
