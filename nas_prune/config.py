@@ -24,7 +24,7 @@ import yaml
 
 from ._meta import data_dir
 from ._yaml import read_yaml, write_yaml
-from .data import DATASETS, DataConfig
+from .data import DataConfig
 from .errors import UserError
 from .train import BUDGETS, SCHEDULES, TrainConfig
 
@@ -200,6 +200,16 @@ class OneOf:
 
 
 @dataclass(frozen=True)
+class DataName:
+    """A built-in data set, ``imagefolder`` or ``torchvision:CLASS``."""
+
+    def check(self, value: Any, key: str) -> None:
+        from .data import check_name
+
+        check_name(value, key)
+
+
+@dataclass(frozen=True)
 class Registered:
     """A name in a registry of another module (``module.attr``, a dict or tuple of names),
     looked up when first checked: the search's registries import Optuna."""
@@ -309,12 +319,18 @@ RULES: dict[str, Any] = {
     "device": Device(),
     "random_seed": _SEED,
     "run_dir": NonEmpty("a folder"),
-    "data.name": OneOf(DATASETS),
+    "data.name": DataName(),
     "data.root": NonEmpty("a folder (or null)"),
     "data.val_size": Range(0, 10 ** 8),
     "data.train_subset": _POSITIVE,
     "data.test_subset": _POSITIVE,
     "data.split_seed": _SEED,
+    "data.image_size": Range(8, 1024),
+    "data.channels": Range(1, 3),
+    "data.test_size": _POSITIVE,
+    "data.cache_dir": NonEmpty("a folder (or null)"),
+    "data.decode_workers": Range(1, 1024),
+    "data.memory_limit_gb": Range(0, 10 ** 6),
     "data.synthetic_train": Range(1, 10 ** 7),
     "data.synthetic_test": Range(1, 10 ** 7),
     "data.synthetic_channels": Range(1, 64),
@@ -392,6 +408,9 @@ def validate(cfg: Config) -> Config:
     for key, rule in RULES.items():
         rule.check(_value(cfg, key), key)
     d, t, s = cfg.data, cfg.train, cfg.search
+    if d.channels not in (None, 1, 3):
+        raise UserError(f"data.channels: {d.channels!r}; choose 1 (grayscale), 3 (RGB) or null "
+                        f"(from the data)")
     if d.name == "synthetic":
         if d.val_size >= d.synthetic_train:
             raise UserError(f"data.val_size: {d.val_size} must be below data.synthetic_train "

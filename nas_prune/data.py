@@ -6,13 +6,21 @@ first, then Debian's ``dataset-fashion-mnist`` package, then torchvision's downl
 class has a smooth random template; samples are shifted, rescaled, noisy copies, so the set is
 learnable at any image size and needs no files.
 
-A validation split is carved from the training set with a fixed seed; the test split is only for
-scoring a final model.
+``imagefolder`` (a folder of class folders) and ``torchvision:CLASS`` (any torchvision data set)
+are decoded once into a uint8 cache (:mod:`nas_prune.imagecache`), resized to the search space's
+input size, normalised with per-channel statistics of the training split; when their images
+exceed ``data.memory_limit_gb`` they are streamed batch by batch from the memory-mapped cache.
+
+Images are kept as uint8 where they come as such (4x less memory than float32) and normalised a
+batch at a time on the device, where augmentation runs too. A validation split is carved from
+the training set with a fixed seed; the test split is only for scoring a final model.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +31,10 @@ import torch.nn.functional as F
 from .errors import UserError
 from .families import InputShape
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "synthetic")
+log = logging.getLogger(__name__)
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
+TORCHVISION = "torchvision:"  # data.name prefix: any torchvision.datasets class
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -54,6 +65,14 @@ class DataConfig:
     test_subset: int | None = None
     split_seed: int = 0
     augment: bool = True
+    # image folders and torchvision data sets
+    image_size: int | None = None  # null: the search space's input size
+    channels: int | None = None  # null: from the data (1 when every image is grayscale, else 3)
+    test_size: int | None = None  # one-folder layout: test images held out (null: 20%)
+    cache_dir: str | None = None  # null: $NAS_PRUNE_CACHE or ~/.cache/nas-prune/datasets
+    decode_workers: int | None = None  # null: every core
+    skip_bad_images: bool = False  # false: an undecodable file is an error naming it
+    memory_limit_gb: float | None = None  # null: half the free memory of the device
     # synthetic only
     synthetic_train: int = 2000
     synthetic_test: int = 500
@@ -61,23 +80,70 @@ class DataConfig:
     synthetic_size: int = 28
     synthetic_classes: int = 10
 
+    @property
+    def decoded(self) -> bool:
+        """Image folders and torchvision data sets: decoded to the space's size, cached."""
+        return self.name == "imagefolder" or self.name.startswith(TORCHVISION)
+
 
 @dataclass(frozen=True)
 class Split:
-    x: torch.Tensor  # float32 N,C,H,W, normalised
-    y: torch.Tensor  # int64 N
+    """Images and labels of one split.
+
+    ``x`` holds uint8 pixels normalised batch by batch with ``mean``/``std`` (or, with ``mean``
+    None, float32 images already normalised). A *streamed* split keeps ``x`` as a memory-mapped
+    CPU array and ``index`` as its rows; :meth:`images` reads a batch of rows and moves it to
+    ``stream_to``. Every reader goes through :meth:`images`, so both give the same batches.
+    """
+
+    x: torch.Tensor | np.ndarray
+    y: torch.Tensor  # int64 N, on the split's device
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    index: torch.Tensor | None = None  # streamed: rows of x (CPU int64)
+    stream_to: str | None = None  # streamed: the device batches go to
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    @property
+    def streamed(self) -> bool:
+        return self.index is not None
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.stream_to) if self.streamed else self.x.device
+
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+        if self.streamed:
+            return replace(self, y=self.y.to(device), stream_to=str(torch.device(device)))
+        return replace(self, x=self.x.to(device, non_blocking=True),
+                       y=self.y.to(device, non_blocking=True))
 
     def subset(self, n: int | None, generator: torch.Generator | None = None) -> Split:
         if n is None or n >= len(self):
             return self
-        idx = torch.randperm(len(self), generator=generator)[:n].to(self.y.device)
-        return Split(self.x[idx], self.y[idx])
+        idx = torch.randperm(len(self), generator=generator)[:n]
+        return self.take(idx)
+
+    def take(self, idx: torch.Tensor) -> Split:
+        """The split of rows ``idx`` (same storage kind)."""
+        if self.streamed:
+            return replace(self, index=self.index[idx.cpu()], y=self.y[idx.to(self.y.device)])
+        idx = idx.to(self.y.device)
+        return replace(self, x=self.x[idx], y=self.y[idx])
+
+    def images(self, idx: torch.Tensor | slice) -> torch.Tensor:
+        """Rows ``idx`` as normalised float32 images on the split's device."""
+        if self.streamed:
+            rows = self.index[idx.cpu() if isinstance(idx, torch.Tensor) else idx]
+            x = torch.from_numpy(np.ascontiguousarray(self.x[rows.numpy()]))
+            x = x.to(self.device, non_blocking=True)
+        else:
+            x = self.x[idx]
+        if self.mean is None:
+            return x
+        return _normalise(x, self.mean, self.std)
 
 
 @dataclass(frozen=True)
@@ -89,6 +155,8 @@ class Splits:
     input_shape: InputShape
     crop_padding: int = 0
     hflip: bool = False
+    classes: tuple[str, ...] = ()
+    source: dict | None = None  # where decoded data came from: cache entry, layout, streaming
 
     def to(self, device: torch.device | str) -> Splits:
         return replace(self, train=self.train.to(device), val=self.val.to(device),
@@ -96,43 +164,187 @@ class Splits:
 
     @property
     def device(self) -> torch.device:
-        return self.train.x.device
+        return self.train.device
+
+    def provenance(self) -> dict:
+        """What an architecture trained on this data records about it."""
+        out: dict = {"name": self.name, "shape": self.input_shape.to_dict(),
+                     "sizes": {"train": len(self.train), "val": len(self.val),
+                               "test": len(self.test)}}
+        if self.classes:
+            out["classes"] = list(self.classes)
+        if self.source:
+            out["source"] = dict(self.source)
+        return out
 
 
 # ---- loading -------------------------------------------------------------------------------
-def load_data(cfg: DataConfig, *, device: torch.device | str = "cpu") -> Splits:
-    """Load, normalise, split and move a data set to ``device`` once."""
-    if cfg.name not in DATASETS:
-        raise UserError(f"data.name: unknown dataset {cfg.name!r}; choose one of "
-                        f"{', '.join(DATASETS)}")
+def check_name(name: str, key: str = "data.name") -> None:
+    """A one-line error unless ``name`` is a built-in data set or ``torchvision:CLASS``."""
+    if name in DATASETS:
+        return
+    if name.startswith(TORCHVISION) and name[len(TORCHVISION):].isidentifier():
+        return
+    raise UserError(f"{key}: unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or "
+                    f"torchvision:CLASS (e.g. torchvision:MNIST)")
+
+
+def load_data(cfg: DataConfig, *, device: torch.device | str = "cpu",
+              size: int | None = None) -> Splits:
+    """Load, split and move a data set to ``device`` once.
+
+    ``size`` is the image size of decoded data (image folders, torchvision data sets) when
+    ``data.image_size`` is null: the search space's input size.
+    """
+    check_name(cfg.name)
     for key in ("train_subset", "test_subset"):
         value = getattr(cfg, key)
         if value is not None and value < 1:
             raise UserError(f"data.{key}: {value!r} is out of range; must be >= 1 (or null)")
+    if cfg.decoded:
+        return _load_decoded(cfg, device, cfg.image_size or size)
     if cfg.name == "synthetic":
         train_x, train_y, test_x, test_y = _synthetic(cfg)
         mean = train_x.mean(dim=(0, 2, 3)).tolist()
         std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        train_x, test_x = _normalise(train_x, mean, std), _normalise(test_x, mean, std)
+        mean = std = None
     else:
         loader = _fashion_mnist if cfg.name == "fashion-mnist" else _cifar
         (train_x, train_y), (test_x, test_y) = loader(cfg)
         mean, std = STATS[cfg.name]
-    train_x, test_x = _normalise(train_x, mean, std), _normalise(test_x, mean, std)
     n = train_y.shape[0]
-    if not 0 <= cfg.val_size < n:
-        raise UserError(f"data.val_size: {cfg.val_size} must be between 0 and the {n} "
-                        f"training images")
+    _check_val_size(cfg, n)
     g = torch.Generator().manual_seed(cfg.split_seed)
     perm = torch.randperm(n, generator=g)
     val_idx, train_idx = perm[: cfg.val_size], perm[cfg.val_size:]
-    train = Split(train_x[train_idx], train_y[train_idx]).subset(cfg.train_subset, g)
-    val = Split(train_x[val_idx], train_y[val_idx])
-    test = Split(test_x, test_y).subset(cfg.test_subset, g)
+    train = Split(train_x[train_idx], train_y[train_idx], mean, std).subset(cfg.train_subset, g)
+    val = Split(train_x[val_idx], train_y[val_idx], mean, std)
+    test = Split(test_x, test_y, mean, std).subset(cfg.test_subset, g)
     classes = int(max(train_y.max(), test_y.max()) + 1) if cfg.name != "synthetic" \
         else cfg.synthetic_classes
     shape = InputShape(int(train_x.shape[1]), int(train_x.shape[2]), classes)
     pad, flip = AUGMENT[cfg.name] if cfg.augment else (0, False)
     return Splits(cfg.name, train, val, test, shape, pad, flip).to(device)
+
+
+def _check_val_size(cfg: DataConfig, n: int) -> None:
+    if not 0 <= cfg.val_size < n:
+        raise UserError(f"data.val_size: {cfg.val_size} must be between 0 and the {n} "
+                        f"training images")
+
+
+def _load_decoded(cfg: DataConfig, device: torch.device | str, size: int | None) -> Splits:
+    """Image folders and torchvision data sets: through the cache, split, in memory when they
+    fit under the memory limit, else streamed from the memory-mapped cache."""
+    from . import imagecache
+
+    if size is None:
+        raise UserError("data.image_size: not set and no search space to take it from; set "
+                        "data.image_size (e.g. 32)")
+    if cfg.name == "imagefolder":
+        if not cfg.root:
+            raise UserError("data.root: not set; point it at a folder with one sub-folder of "
+                            "images per class (or train/, val/, test/ folders)")
+        cached = imagecache.load_folder(cfg.root, size=size, channels=cfg.channels,
+                                        cache_dir=cfg.cache_dir, workers=cfg.decode_workers,
+                                        skip_bad=cfg.skip_bad_images)
+    else:
+        cached = imagecache.load_torchvision(cfg.name[len(TORCHVISION):], root=cfg.root,
+                                             download=cfg.download, size=size,
+                                             channels=cfg.channels, cache_dir=cfg.cache_dir)
+    parts = torch.from_numpy(cached.parts.astype(np.int64))
+    labels = torch.from_numpy(cached.labels)
+    g = torch.Generator().manual_seed(cfg.split_seed)
+    train_rows = torch.nonzero(parts == 0).flatten()
+    test_rows = torch.nonzero(parts == 2).flatten()
+    if cached.layout == "single":  # hold the test split out first, with the split seed
+        n = len(train_rows)
+        n_test = cfg.test_size if cfg.test_size is not None else int(round(0.2 * n))
+        if not 0 < n_test < n:
+            raise UserError(f"data.test_size: {n_test} must be between 1 and the {n - 1} "
+                            f"images of the folder less one")
+        perm = train_rows[torch.randperm(n, generator=g)]
+        test_rows, train_rows = perm[:n_test].sort().values, perm[n_test:].sort().values
+    elif cfg.test_size is not None:
+        raise UserError("data.test_size: applies to a one-folder layout; this folder has its own "
+                        "train/ (and test/) folders; remove data.test_size")
+    if not len(test_rows):
+        raise UserError(f"data.root: {cfg.root} has train/ but no test/ images; add a test/ "
+                        f"folder or use one folder of class folders (split by data.test_size)")
+    val_rows = torch.nonzero(parts == 1).flatten()
+    if not len(val_rows):  # carve the validation split from training, as for built-in sets
+        _check_val_size(cfg, len(train_rows))
+        perm = train_rows[torch.randperm(len(train_rows), generator=g)]
+        val_rows, train_rows = perm[: cfg.val_size], perm[cfg.val_size:]
+    train_rows = _subset_rows(train_rows, cfg.train_subset, g)
+    test_rows = _subset_rows(test_rows, cfg.test_subset, g)
+    mean, std = _channel_stats(cached.images, train_rows)
+    limit = memory_limit(cfg, device)
+    streamed = cached.nbytes > limit
+    rows = {"train": train_rows, "val": val_rows, "test": test_rows}
+    if streamed:
+        log.warning("data: %s is %.2f GB of uint8 images, over the memory limit of %.2f GB on "
+                    "%s (data.memory_limit_gb); streaming batches from the memory-mapped cache "
+                    "%s", cfg.root or cfg.name, cached.nbytes / 1e9, limit / 1e9, device,
+                    cached.path)
+        splits = {k: Split(cached.images, labels[r], mean, std, index=r, stream_to="cpu")
+                  for k, r in rows.items()}
+    else:
+        whole = torch.from_numpy(np.ascontiguousarray(cached.images))
+        splits = {k: Split(whole[r], labels[r], mean, std) for k, r in rows.items()}
+    c, s = int(cached.images.shape[1]), int(cached.images.shape[2])
+    shape = InputShape(c, s, len(cached.classes))
+    source = {"cache": str(cached.path), "layout": cached.layout, "streamed": streamed,
+              "mean": list(mean), "std": list(std), "skipped_files": len(cached.skipped)}
+    if cfg.root:
+        source["root"] = str(Path(cfg.root).expanduser())
+    pad = max(1, s // 8) if cfg.augment else 0  # 4 at 32 pixels, as CIFAR's
+    return Splits(cfg.name, splits["train"], splits["val"], splits["test"], shape, pad,
+                  cfg.augment, cached.classes, source).to(device)
+
+
+def _subset_rows(rows: torch.Tensor, n: int | None, g: torch.Generator) -> torch.Tensor:
+    if n is None or n >= len(rows):
+        return rows
+    return rows[torch.randperm(len(rows), generator=g)[:n]]
+
+
+def _channel_stats(images: np.ndarray, rows: torch.Tensor, chunk: int = 4096
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (of pixels / 255) over the training rows only, in chunks."""
+    c = images.shape[1]
+    total = np.zeros(c)
+    sq = np.zeros(c)
+    count = 0
+    order = np.sort(rows.numpy())
+    for i in range(0, len(order), chunk):
+        x = images[order[i: i + chunk]].astype(np.float64) / 255.0
+        total += x.sum(axis=(0, 2, 3))
+        sq += (x * x).sum(axis=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(sq / max(count, 1) - mean * mean, 0.0))
+    return tuple(float(m) for m in mean), tuple(float(max(s, 1e-3)) for s in std)
+
+
+def memory_limit(cfg: DataConfig, device: torch.device | str) -> float:
+    """Bytes of uint8 images that may be held on ``device``: ``data.memory_limit_gb``, else
+    half its free memory (CUDA: ``torch.cuda.mem_get_info``; CPU: MemAvailable)."""
+    if cfg.memory_limit_gb is not None:
+        return cfg.memory_limit_gb * 1e9
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(dev)
+        return 0.5 * free
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return 0.5 * int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -252,7 +464,7 @@ def augment(x: torch.Tensor, *, padding: int, hflip: bool,
 
 def batches(split: Split, batch_size: int, *, shuffle: bool, drop_last: bool = False,
             generator: torch.Generator | None = None):
-    """Yield (x, y) slices of an on-device split; shuffled with ``generator`` when asked."""
+    """Yield normalised (x, y) batches of a split on its device; shuffled with ``generator``."""
     n = len(split)
     if shuffle:
         order = torch.randperm(n, device=split.y.device, generator=generator)
@@ -260,6 +472,6 @@ def batches(split: Split, batch_size: int, *, shuffle: bool, drop_last: bool = F
     for i in range(0, stop, batch_size):
         if shuffle:
             idx = order[i: i + batch_size]
-            yield split.x[idx], split.y[idx]
+            yield split.images(idx), split.y[idx]
         else:
-            yield split.x[i: i + batch_size], split.y[i: i + batch_size]
+            yield split.images(slice(i, i + batch_size)), split.y[i: i + batch_size]

@@ -23,13 +23,18 @@ from .widths import ArchSpec, SearchSpace
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_data(cfg: DataConfig, device: str) -> Splits:
-    return load_data(cfg, device=device)
+def _cached_data(cfg: DataConfig, device: str, size: int | None) -> Splits:
+    return load_data(cfg, device=device, size=size)
 
 
 def data_for(cfg: DataConfig, device: torch.device | str, spec: ArchSpec | None = None) -> Splits:
-    """The data set on ``device`` (loaded once per process); checked against the architecture."""
-    data = _cached_data(cfg, str(device))
+    """The data set on ``device`` (loaded once per process); checked against the architecture.
+
+    Decoded data (image folders, torchvision data sets) take the architecture's input size
+    unless ``data.image_size`` sets one.
+    """
+    size = spec.input.size if spec is not None and cfg.decoded and not cfg.image_size else None
+    data = _cached_data(cfg, str(device), size)
     if spec is not None and data.input_shape != spec.input:
         raise UserError(f"data.name: {cfg.name} gives {data.input_shape.to_dict()} but the "
                         f"architecture expects {spec.input.to_dict()}; choose the matching "
@@ -79,6 +84,7 @@ def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: 
     metrics.update({"seed": seed, "device": str(device), "budget_rule": cfg.train.budget})
     out = spec.with_metrics(**metrics)
     out.provenance.setdefault("train_config", to_dict(cfg.train))
+    out.provenance.setdefault("data", data.provenance())
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -161,7 +161,7 @@ def _autocast(device: torch.device, cfg: TrainConfig):
 def evaluate(model: nn.Module, split: Split, cfg: TrainConfig | None = None) -> float:
     """Top-1 accuracy of ``model`` on an on-device split (eval mode, restored afterwards)."""
     cfg = cfg or TrainConfig()
-    device = split.x.device
+    device = split.device
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)

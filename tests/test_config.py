@@ -28,6 +28,7 @@ from nas_prune.config import (
     to_dict,
     validate,
 )
+from nas_prune.data import DATASETS
 from nas_prune.errors import UserError
 from nas_prune.train import resolve_device
 
@@ -64,6 +65,7 @@ def bad_values(key: str, tp) -> list:
     if isinstance(rule, Device):
         return ["tpu", "cuda:banana", "cuda:-1", "meta", "CPU", ""]
     return {"train.milestones": [(0.75, 0.5), (0.0, 0.5), (0.5, 1.5), (math.nan,)],
+            "data.name": ["nope", "", "torchvision:", "torchvision:not a class", "IMAGEFOLDERx"],
             "seed_method.name": ["nope", "", " , ", "slimming,nope"],
             "seed_method.options": [{"nope": {}}, {"l1norm": {"no_such_option": 1}}],
             "search.rungs": [[{"epochs": 0}], [{"epochs": 1, "seeds": 0}],
@@ -82,6 +84,8 @@ def good_values(key: str, tp) -> list:
         return list(rule.choices())
     if isinstance(rule, Device):
         return ["auto", "cpu", "cuda", "cuda:1", "mps", "cpu:0"]
+    if key == "data.name":
+        return [*DATASETS, "torchvision:MNIST", "torchvision:SVHN"]
     return []
 
 

@@ -112,7 +112,7 @@ def test_sampled_patches_rebuild_the_consumer_output():
 def test_sample_groups_covers_every_group_and_ignores_packing(data):
     space = tiny_space("resnet_cifar")
     model = untrained(space)
-    images = data.train.x[:6]
+    images = data.train.images(slice(0, 6))
     one = dict(sample_groups(model, space, images, points=3, seed=1))
     tiny = {g.name: s for g, s in sample_groups(model, space, images, points=3, seed=1,
                                                 max_bytes=1)}

@@ -101,7 +101,7 @@ def run_propose(args: argparse.Namespace) -> int:
     out = check_output(args.out or run_dir / "proposals" / f"{sm.name}-{sm.budget:g}.yaml",
                        "--out", folder=False)
     device = device_of(cfg)
-    data = data_for(cfg.data, device)
+    data = data_for(cfg.data, device, space.spec(space.base_widths()))
     if data.input_shape != space.family.input_shape:
         raise UserError(f"data.name: {cfg.data.name} gives {data.input_shape.to_dict()} but space "
                         f"{space.name} expects {space.family.input_shape.to_dict()}; choose the "

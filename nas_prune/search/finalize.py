@@ -318,7 +318,8 @@ def _per_seed(row: dict[str, Any], metric: str) -> dict[int, float | None]:
 def noise_floor(setup: SearchSetup, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The binomial std of one accuracy on the validation and test splits, at the rows' mean
     accuracy: differences below it (plus the seed spread) are noise."""
-    data = scratch.data_for(setup.cfg.data, resolve_device(setup.cfg.device))
+    data = scratch.data_for(setup.cfg.data, resolve_device(setup.cfg.device),
+                            setup.space.spec(setup.space.base_widths()))
     n_val, n_test = int(data.val.y.numel()), int(data.test.y.numel())
     val = mean_std([r.get("val_acc") for r in rows])[0]
     test = mean_std([r.get("test_mean") for r in rows])[0]

@@ -285,7 +285,10 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
                                   on_result=events.final)
     paths += written + sorted((run_dir / PROPOSALS).glob("*.yaml"))
     info = read_json(run_dir / SEARCH_JSON) or {}
-    info.update({"finished": now(), "state_counts": state_counts(records),
+    data = data_for(setup.cfg.data, resolve_device(setup.cfg.device),
+                    setup.space.spec(setup.space.base_widths()))
+    info.update({"finished": now(), "state_counts": state_counts(records), "data":
+                 data.provenance(),
                  "fidelity": fidelity_summary(setup.rungs(), setup.cfg.search.reduction_factor,
                                               records)})
     write_json(run_dir / SEARCH_JSON, info)

@@ -54,7 +54,7 @@ class SeedContext:
         """``n`` training images, drawn with the context's seed, on the context's device."""
         n = min(n or self.samples, len(self.data.train))
         idx = torch.randperm(len(self.data.train), generator=self.generator(offset))[:n]
-        return self.data.train.x[idx.to(self.data.train.x.device)].to(self.device)
+        return self.data.train.images(idx.to(self.data.train.y.device)).to(self.device)
 
 
 @dataclass

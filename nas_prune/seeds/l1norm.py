@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 from ..budget import check_budget, fit_scalar, fit_threshold
-from ..data import Split
 from ..errors import UserError
 from ..train import evaluate
 from ._base import (
@@ -195,7 +194,7 @@ class L1Norm(SeedMethod):
                             "needs some (or set seed_method.options.l1norm.mode=global)")
         split = val.subset(self.options.val_images, ctx.generator(offset=307))
         device = next(model.parameters()).device
-        split = Split(split.x.to(device), split.y.to(device))
+        split = split.to(device)
         base_acc = evaluate(model, split, ctx.train)
         curves: dict[str, list[float]] = {}
         for g in ctx.space.family.groups():
