@@ -122,11 +122,12 @@ def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int,
     whose next channel to go has the lowest score per unit of cost saved. Too cheap: a step up for
     the group whose next channel to add has the highest score per unit of cost added, never past
     the band when a smaller step fits. Without scores a group's next channel is valued at the
-    group's base width over its width, so the group widest relative to its base shrinks first and the narrowest grows first: widths stay as close to uniform as the
-    grid allows. Where single steps jump over the band, two score-blind
-    fallbacks follow: moves of one or two groups by a grid step, whichever lands closest to the
-    target, then (for spaces of at most 20,000 width vectors) the width vector within the band
-    nearest to ``widths``. A target none of them meets is a one-line
+    group's base width over its width, not divided by the cost: the group widest relative to
+    its base shrinks first and the narrowest grows first, so widths stay as close to uniform as
+    the grid allows. Where single steps jump over the band, two score-blind fallbacks follow:
+    moves of one or two groups by a grid step, whichever lands closest to the target, then (for
+    spaces of at most 20,000 width vectors) the width vector within the band nearest to
+    ``widths``. A target none of them meets is a one-line
     :class:`~nas_prune.errors.UserError`.
     """
     widths = dict(widths)

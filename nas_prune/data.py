@@ -284,15 +284,16 @@ def _load_decoded(cfg: DataConfig, device: torch.device | str, size: int | None)
     streamed = cached.nbytes > limit
     rows = {"train": train_rows, "val": val_rows, "test": test_rows}
     if streamed:
-        log.warning("data: %s is %.2f GB of uint8 images, over the memory limit of %.2f GB on "
+        log.warning("data: %s is %.1f MB of uint8 images, over the memory limit of %.1f MB on "
                     "%s (data.memory_limit_gb); streaming batches from the memory-mapped cache "
-                    "%s", cfg.root or cfg.name, cached.nbytes / 1e9, limit / 1e9, device,
+                    "%s", cfg.root or cfg.name, cached.nbytes / 1e6, limit / 1e6, device,
                     cached.path)
         splits = {k: Split(cached.images, labels[r], mean, std, index=r, stream_to="cpu")
                   for k, r in rows.items()}
     else:
-        whole = torch.from_numpy(np.ascontiguousarray(cached.images))
-        splits = {k: Split(whole[r], labels[r], mean, std) for k, r in rows.items()}
+        # fancy indexing copies the rows out of the memory map: one copy per split, writable
+        splits = {k: Split(torch.from_numpy(cached.images[r.numpy()]), labels[r], mean, std)
+                  for k, r in rows.items()}
     c, s = int(cached.images.shape[1]), int(cached.images.shape[2])
     shape = InputShape(c, s, len(cached.classes))
     source = {"cache": str(cached.path), "layout": cached.layout, "streamed": streamed,

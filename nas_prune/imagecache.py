@@ -159,18 +159,23 @@ def resize_crop(img, size: int, channels: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def _probe_channels(paths: Sequence[Path], limit: int = 64) -> int:
-    """1 when the first files (up to ``limit``) are all grayscale, else 3."""
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _probe_channels(paths: Sequence[Path], workers: int | None) -> int:
+    """1 when every file is grayscale, else 3 (reads the headers only, in parallel)."""
     from PIL import Image
 
-    for p in paths[:limit]:
+    def colour(p: Path) -> bool:
         try:
             with Image.open(p) as img:
-                if img.mode not in ("L", "1", "I", "I;16", "F", "LA"):
-                    return 3
+                return img.mode not in GRAY_MODES and not (
+                    img.mode == "P" and img.palette is not None and img.palette.mode == "L")
         except Exception:  # noqa: BLE001 - a bad file is reported by the decode pass
-            continue
-    return 1
+            return False
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return 3 if any(pool.map(colour, paths, chunksize=256)) else 1
 
 
 def _key(parts: Sequence[object]) -> str:
@@ -185,18 +190,19 @@ def load_folder(root: str | Path, *, size: int, channels: int | None, cache_dir:
                 workers: int | None = None, skip_bad: bool = False) -> CachedImages:
     """An image folder through the cache: decoded once, memory-mapped afterwards."""
     layout, classes, sources = folder_sources(root)
-    if channels is None:
-        channels = _probe_channels([s.path for s in sources])
     stats = []
     for s in sources:
         st = s.path.stat()
         stats.append((str(s.path.resolve()), st.st_size, st.st_mtime_ns, s.label, s.part))
-    key = _key([CACHE_VERSION, "folder", size, channels, "resize-shorter-bilinear-centercrop",
-                skip_bad, classes, *stats])
+    key = _key([CACHE_VERSION, "folder", size, channels or "auto",
+                "resize-shorter-bilinear-centercrop", skip_bad, classes, *stats])
     entry = cache_root(cache_dir) / f"folder-{key}"
     cached = _read_entry(entry, layout)
     if cached is not None:
         return cached
+    t0 = time.perf_counter()
+    if channels is None:
+        channels = _probe_channels([s.path for s in sources], workers)
 
     from PIL import Image
 
@@ -208,7 +214,6 @@ def load_folder(root: str | Path, *, size: int, channels: int | None, cache_dir:
         except Exception:  # noqa: BLE001 - PIL raises many types for a damaged file
             return None
 
-    t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         arrays = list(pool.map(decode, sources, chunksize=64))
     bad = [str(s.path) for s, a in zip(sources, arrays, strict=True) if a is None]

@@ -69,7 +69,7 @@ from .rethink_summary import (
     verdict_text,
     write_summary,
 )
-from .scratch import data_for
+from .scratch import data_for, resolve_space
 from .seeds import Proposal, SeedContext, SeedMethod, get_method, trained_base
 from .stats import fmt_mean_std, mean_std
 from .surgery import (
@@ -207,7 +207,7 @@ class _Setup:
 def _plan(cfg: Config, plan: RethinkPlan, run_dir: str | Path) -> _Setup:
     """Resolve the method, budget, data and epochs; every bad request fails here, before any
     training and before the run directory exists."""
-    space = SearchSpace.load(cfg.space)
+    _, _, space = resolve_space(cfg)
     method = get_method(plan.method, cfg.seed_method.options.get(plan.method))
     check_budget(space, plan.budget, cfg.seed_method.metric)
     device = resolve_device(cfg.device)

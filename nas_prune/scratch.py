@@ -19,7 +19,14 @@ from .config import Config, save_config, to_dict
 from .data import DataConfig, Splits, load_data
 from .errors import UserError
 from .train import TrainResult, budget_epochs, resolve_device, train
-from .widths import ArchSpec, SearchSpace
+from .widths import (
+    ArchSpec,
+    SearchSpace,
+    input_size_of,
+    space_source,
+    takes_input_from_data,
+    with_input,
+)
 
 
 @functools.lru_cache(maxsize=4)
@@ -36,10 +43,33 @@ def data_for(cfg: DataConfig, device: torch.device | str, spec: ArchSpec | None 
     size = spec.input.size if spec is not None and cfg.decoded and not cfg.image_size else None
     data = _cached_data(cfg, str(device), size)
     if spec is not None and data.input_shape != spec.input:
-        raise UserError(f"data.name: {cfg.name} gives {data.input_shape.to_dict()} but the "
-                        f"architecture expects {spec.input.to_dict()}; choose the matching "
-                        f"data set or search space")
+        what = f"space {spec.space}" if spec.space else "the architecture"
+        raise UserError(f"data.name: {cfg.name} gives {data.input_shape.to_dict()} but {what} "
+                        f"expects {spec.input.to_dict()}; choose the matching data set or search "
+                        f"space (or a space with input: from_data)")
     return data
+
+
+def resolve_space(cfg: Config, device: torch.device | str | None = None
+                  ) -> tuple[str, dict[str, Any], SearchSpace]:
+    """(name, raw mapping, space) of ``cfg.space``; a space whose input comes from the data
+    (``input: from_data``) gets the channels, size and classes of ``cfg.data``."""
+    name, raw = space_source(cfg.space)
+    if takes_input_from_data(raw):
+        size = input_size_of(raw)
+        if cfg.data.decoded:
+            size = cfg.data.image_size or size
+            if size is None:
+                raise UserError(f"data.image_size: space {name} takes its input from the data "
+                                f"and sets no input.size; set data.image_size (e.g. 32)")
+        dev = str(resolve_device(device or cfg.device))
+        data = _cached_data(cfg.data, dev, size if cfg.data.decoded else None)
+        if not cfg.data.decoded and size is not None and data.input_shape.size != size:
+            raise UserError(f"search space {name}: input.size {size} but data.name "
+                            f"{cfg.data.name} has {data.input_shape.size}-pixel images; drop "
+                            f"input.size or use an image folder")
+        raw = with_input(raw, data.input_shape)
+    return name, raw, SearchSpace.from_dict(raw, name=name)
 
 
 def base_flops_of(spec: ArchSpec) -> int | None:

@@ -157,6 +157,10 @@ class SearchSpace:
             raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
         _check_keys(data, {"family", "args", "input", "divisor", "min_width", "max_scale",
                            "bounds", "dataset", "description"}, {"family", "input"}, where)
+        if takes_input_from_data(data):
+            raise UserError(f"{where}: its input comes from the data (input: {FROM_DATA}); use "
+                            f"it with a config's data set (nas-prune search/propose/train "
+                            f"--config ...)")
         family = _family(data, "args", where)
         divisor = _int(data.get("divisor", 1), f"{where}.divisor", 1, MAX_WIDTH)
         min_width = _int(data.get("min_width", divisor), f"{where}.min_width", 1, MAX_WIDTH)
@@ -263,6 +267,31 @@ class SearchSpace:
              provenance: dict | None = None) -> ArchSpec:
         return ArchSpec.from_family(self.family, self.validate(widths), space=self.name,
                                     metrics=metrics, provenance=provenance)
+
+
+FROM_DATA = "from_data"
+
+
+def takes_input_from_data(raw: Mapping[str, Any]) -> bool:
+    """Whether a raw space leaves its input (all of it, or some keys) to the data set."""
+    inp = raw.get("input")
+    return inp == FROM_DATA or (isinstance(inp, Mapping) and FROM_DATA in inp.values())
+
+
+def input_size_of(raw: Mapping[str, Any]) -> int | None:
+    """The image size a raw space asks for (None when the data decides)."""
+    inp = raw.get("input")
+    size = inp.get("size") if isinstance(inp, Mapping) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def with_input(raw: Mapping[str, Any], shape: InputShape) -> dict[str, Any]:
+    """``raw`` with every ``from_data`` input key filled from ``shape``."""
+    inp = raw.get("input")
+    given = dict(inp) if isinstance(inp, Mapping) else {}
+    filled = {k: (v if given.get(k, FROM_DATA) == FROM_DATA else given[k])
+              for k, v in shape.to_dict().items()}
+    return {**raw, "input": filled}
 
 
 def space_source(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:

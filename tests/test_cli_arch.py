@@ -90,7 +90,8 @@ def test_train_command_on_synthetic(tmp_path, capsys, tiny_space_file):
 @pytest.mark.parametrize("args, fragment", [
     (["--set", "search.n_trails=3"], "search.n_trails: unknown key"),
     (["--set", "train.lr=fast"], "train.lr: expected float"),
-    (["--set", "data.name=imagenet"], "data.name: 'imagenet'; choose one of fashion-mnist"),
+    (["--set", "data.name=imagenet"],
+     "data.name: unknown dataset 'imagenet'; choose one of fashion-mnist"),
     (["--set", "train.lr=-1"], "train.lr: -1.0 is out of range; must be in (0, 100]"),
     (["--set", "train.label_smoothing=2"], "train.label_smoothing: 2.0 is out of range"),
     (["--set", "device=cuda:banana"], "device: 'cuda:banana' is not a device"),

@@ -174,7 +174,7 @@ CASES = [
          "data.val_size: 500"),
     Case("train-unknown-dataset",
          lambda e: ["train", e.arch, *e.sets, "--set", "data.name=imagenet"],
-         "data.name: 'imagenet'"),
+         "data.name: unknown dataset 'imagenet'"),
     Case("train-unknown-key", lambda e: ["train", e.arch, *e.sets, "--set", "train.lr_max=1"],
          "train.lr_max: unknown key"),
     Case("train-bad-device", lambda e: ["train", e.arch, *e.sets, "--device", "tpu"],
@@ -186,7 +186,7 @@ CASES = [
          "is not a folder"),
     Case("train-data-does-not-fit",
          lambda e: ["train", e.arch, *e.sets, "--set", "data.synthetic_classes=5"],
-         "but the architecture expects"),
+         "but space tiny_vgg expects"),
     # flops
     Case("flops-missing-arg", lambda e: ["flops"], "the following arguments are required"),
     Case("flops-missing-file", lambda e: ["flops", e.missing], "no such file"),

@@ -8,7 +8,14 @@ from pathlib import Path
 from .._yaml import read_yaml
 from ..errors import UserError
 from ..families import FAMILIES
-from ..widths import ArchSpec, SearchSpace, available_spaces
+from ..widths import (
+    FROM_DATA,
+    ArchSpec,
+    SearchSpace,
+    available_spaces,
+    space_source,
+    takes_input_from_data,
+)
 from ._common import (
     add_config_arguments,
     check_output,
@@ -19,16 +26,25 @@ from ._common import (
 )
 
 
-def load_arch_or_space(path: str) -> tuple[ArchSpec, SearchSpace | None]:
-    """An architecture YAML, or a search space (its base widths) by path or name."""
+def load_arch_or_space(path: str, cfg=None) -> tuple[ArchSpec, SearchSpace | None]:
+    """An architecture YAML, or a search space (its base widths) by path or name; a space that
+    takes its input from the data gets it from ``cfg``'s data set."""
     p = Path(path)
     if p.is_file():
         data = read_yaml(p, what="architecture or space")
         if "widths" in data:
             return ArchSpec.from_dict(data, where=str(p)), None
-        space = SearchSpace.from_dict(data, name=p.stem)
+        name, raw = p.stem, data
     else:
-        space = SearchSpace.load(path)
+        name, raw = space_source(path)
+    if cfg is not None and isinstance(raw, dict) and takes_input_from_data(raw):
+        import dataclasses
+
+        from ..scratch import resolve_space
+
+        _, _, space = resolve_space(dataclasses.replace(cfg, space=str(path)))
+    else:
+        space = SearchSpace.from_dict(raw, name=name)
     return space.spec(space.base_widths(), provenance={"source": f"space {space.name}"}), space
 
 
@@ -91,19 +107,31 @@ def add_spaces_arguments(p: argparse.ArgumentParser) -> None:
 def run_spaces(args: argparse.Namespace) -> int:
     rows, out = [], []
     for name in available_spaces():
-        s = SearchSpace.load(name)
+        _, raw = space_source(name)
+        if takes_input_from_data(raw):  # counted once the data set is known
+            fam = raw.get("family", "?")
+            args_ = ", ".join(f"{k}={v}" for k, v in (raw.get("args") or {}).items())
+            rows.append([name, f"{fam}({args_})", "-", raw.get("divisor", 1), "-", "-",
+                         f"input {FROM_DATA}"])
+            out.append({"name": name, "family": fam, "groups": None, "flops": None,
+                        "params": None, "dataset": raw.get("dataset"), "input": raw["input"]})
+            continue
+        s = SearchSpace.from_dict(raw, name=name)
         f, p = s.count(s.base_widths())
         args_ = ", ".join(f"{k}={v}" for k, v in s.family.arguments().items())
         rows.append([name, f"{s.family.name}({args_})", len(s.group_names), s.divisor,
                      human(f), human(p), s.dataset or "-"])
         out.append({"name": name, "family": s.family.name, "groups": len(s.group_names),
-                    "flops": f, "params": p, "dataset": s.dataset})
+                    "flops": f, "params": p, "dataset": s.dataset,
+                    "input": s.family.input_shape.to_dict()})
     if args.json:
         emit_json({"spaces": out, "families": list(FAMILIES)})
         return 0
     print(table(rows, ["space", "family", "groups", "divisor", "FLOPs(MAC)", "params",
                        "dataset"]))
     print(f"\nfamilies: {', '.join(FAMILIES)}")
+    print(f"a space with input {FROM_DATA} takes channels, size and classes from the config's "
+          f"data set (an image folder, a torchvision data set...); its FLOPs depend on them")
     return 0
 
 
@@ -123,7 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.epochs is not None and not 1 <= args.epochs <= 100_000:
         raise UserError(f"--epochs: {args.epochs} is out of range; must be in [1, 100000]")
     cfg = resolve_config(args)
-    spec, _ = load_arch_or_space(args.arch)
+    spec, _ = load_arch_or_space(args.arch, cfg)
     out = check_output(args.out or Path(args.arch).with_suffix(".trained"), "--out", folder=True)
     result, spec_out = train_spec(spec, cfg, epochs=args.epochs, evaluate_test=args.test,
                                   out_dir=out, progress=None)

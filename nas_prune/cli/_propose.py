@@ -13,7 +13,6 @@ from typing import Any
 
 from ..config import to_dict
 from ..errors import UserError
-from ..widths import SearchSpace
 from ._common import (
     add_config_arguments,
     check_output,
@@ -88,7 +87,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_propose(args: argparse.Namespace) -> int:
-    from ..scratch import data_for
+    from ..scratch import data_for, resolve_space
     from ..seeds import SEED_METHODS, SeedContext, get_method, propose
 
     cfg = resolve_config(args, **_overrides(args))
@@ -96,16 +95,12 @@ def run_propose(args: argparse.Namespace) -> int:
     if sm.name not in SEED_METHODS:
         raise UserError(f"--seed-method: {sm.name!r} is not one seed method; choose one of "
                         f"{', '.join(SEED_METHODS)} (the search command takes lists and 'all')")
-    space = SearchSpace.load(cfg.space)
+    _, _, space = resolve_space(cfg)
     run_dir = check_output(cfg.run_dir, "run_dir", folder=True)
     out = check_output(args.out or run_dir / "proposals" / f"{sm.name}-{sm.budget:g}.yaml",
                        "--out", folder=False)
     device = device_of(cfg)
     data = data_for(cfg.data, device, space.spec(space.base_widths()))
-    if data.input_shape != space.family.input_shape:
-        raise UserError(f"data.name: {cfg.data.name} gives {data.input_shape.to_dict()} but space "
-                        f"{space.name} expects {space.family.input_shape.to_dict()}; choose the "
-                        f"matching data set or space")
     method = get_method(sm.name, sm.options.get(sm.name))
     ctx = SeedContext(space=space, data=data, train=cfg.train, device=device,
                       seed=cfg.random_seed, samples=sm.samples, metric=sm.metric)

@@ -50,10 +50,10 @@ from ..rundir import (
     write_json,
     write_records,
 )
-from ..scratch import data_for
+from ..scratch import data_for, resolve_space
 from ..seeds import ProposalRun, SeedContext, get_method, parse_methods, propose
 from ..train import resolve_device
-from ..widths import SearchSpace, space_source
+from ..widths import SearchSpace
 from ._backend import Location, SearchEvents, mask_url
 from .backends import get_backend
 from .evaluate import SearchSetup
@@ -123,8 +123,7 @@ def _proposal_spec(space: SearchSpace, run: ProposalRun, base_flops: int):
 def check_inputs(cfg: Config) -> None:
     """The space, the budget, the data set and a base checkpoint, before anything is written
     (the data set stays cached for the proposals)."""
-    name, raw = space_source(cfg.space)
-    space = SearchSpace.from_dict(raw, name=name)
+    _, _, space = resolve_space(cfg)
     check_budget(space, cfg.seed_method.budget, cfg.seed_method.metric)
     ckpt = cfg.seed_method.base_checkpoint
     if ckpt and not Path(ckpt).is_file():
@@ -139,8 +138,7 @@ def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
     Base networks are cached in RUN/bases, so a second call (a resumed search that was killed
     while proposing) trains none of them again.
     """
-    name, raw = space_source(cfg.space)
-    space = SearchSpace.from_dict(raw, name=name)
+    name, raw, space = resolve_space(cfg)
     sm = cfg.seed_method
     target = check_budget(space, sm.budget, sm.metric)
     device = resolve_device(cfg.device)
