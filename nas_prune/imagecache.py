@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,33 +206,56 @@ def load_folder(root: str | Path, *, size: int, channels: int | None, cache_dir:
 
     from PIL import Image
 
-    def decode(s: Source) -> np.ndarray | None:
-        try:
-            with Image.open(s.path) as img:
-                img.load()
-                return resize_crop(img, size, channels)
-        except Exception:  # noqa: BLE001 - PIL raises many types for a damaged file
-            return None
+    # decoded rows go straight into a memory-mapped file in a staging folder (a folder of any
+    # size is never held in memory whole); the folder becomes the entry only when complete
+    staging = entry.with_name(f".{entry.name}.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        out = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8,
+                                        shape=(len(sources), channels, size, size))
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        arrays = list(pool.map(decode, sources, chunksize=64))
-    bad = [str(s.path) for s, a in zip(sources, arrays, strict=True) if a is None]
-    if bad and not skip_bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise UserError(f"data.root: cannot decode {bad[0]}{more} (unreadable or corrupt "
-                        f"image); replace or remove them, or set data.skip_bad_images=true to "
-                        f"skip them")
-    keep = [i for i, a in enumerate(arrays) if a is not None]
-    if not any(sources[i].part == 0 for i in keep):
-        raise UserError(f"data.root: no training image of {root} could be decoded; check the "
-                        f"files")
-    images = np.stack([arrays[i] for i in keep]) if keep else None
-    labels = np.array([sources[i].label for i in keep], dtype=np.int64)
-    parts = np.array([sources[i].part for i in keep], dtype=np.int8)
-    _write_entry(entry, images, labels, parts, classes, layout,
-                 {"root": str(Path(root).expanduser().resolve()), "size": size,
-                  "channels": channels, "skipped": bad,
-                  "decode_seconds": round(time.perf_counter() - t0, 3)})
+        def decode(i: int) -> bool:
+            try:
+                with Image.open(sources[i].path) as img:
+                    img.load()
+                    out[i] = resize_crop(img, size, channels)
+                return True
+            except Exception:  # noqa: BLE001 - PIL raises many types for a damaged file
+                return False
+
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            ok = np.fromiter(pool.map(decode, range(len(sources)), chunksize=64), bool,
+                             len(sources))
+        bad = [str(sources[i].path) for i in np.flatnonzero(~ok)]
+        if bad and not skip_bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise UserError(f"data.root: cannot decode {bad[0]}{more} (unreadable or corrupt "
+                            f"image); replace or remove them, or set data.skip_bad_images=true "
+                            f"to skip them")
+        keep = np.flatnonzero(ok)
+        if not any(sources[i].part == 0 for i in keep):
+            raise UserError(f"data.root: no training image of {root} could be decoded; check "
+                            f"the files")
+        if bad:  # compact the good rows into a new file, a chunk at a time
+            kept = np.lib.format.open_memmap(staging / "kept.npy", mode="w+", dtype=np.uint8,
+                                             shape=(len(keep), *out.shape[1:]))
+            for j in range(0, len(keep), 4096):
+                kept[j: j + 4096] = out[keep[j: j + 4096]]
+            kept.flush()
+            del kept
+            (staging / "kept.npy").replace(staging / "images.npy")
+        else:
+            out.flush()
+        del out
+        labels = np.array([sources[i].label for i in keep], dtype=np.int64)
+        parts = np.array([sources[i].part for i in keep], dtype=np.int8)
+        _write_entry(staging, entry, labels, parts, classes, layout,
+                     {"root": str(Path(root).expanduser().resolve()), "size": size,
+                      "channels": channels, "skipped": bad,
+                      "decode_seconds": round(time.perf_counter() - t0, 3)})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.warning("data: decoded %d images of %s in %.1fs into the cache %s%s", len(keep), root,
                 time.perf_counter() - t0, entry,
                 f" ({len(bad)} unreadable files skipped)" if bad else "")
@@ -248,16 +271,16 @@ def load_torchvision(name: str, *, root: str | None, download: bool, size: int |
     """``torchvision:NAME``: its train and test splits as one cache entry."""
     from torchvision import datasets
 
-    cls = getattr(datasets, name, None)
-    if not isinstance(cls, type):
-        raise UserError(f"data.name: torchvision has no data set {name!r}; use a class of "
-                        f"torchvision.datasets, e.g. torchvision:MNIST or torchvision:SVHN")
     folder = str(Path(root or "data").expanduser())
     key = _key([CACHE_VERSION, "torchvision", name, str(Path(folder).resolve()), size, channels])
     entry = cache_root(cache_dir) / f"tv-{name.lower()}-{key}"
     cached = _read_entry(entry, "torchvision")
-    if cached is not None:
+    if cached is not None:  # torchvision is not touched again
         return cached
+    cls = getattr(datasets, name, None)
+    if not isinstance(cls, type):
+        raise UserError(f"data.name: torchvision has no data set {name!r}; use a class of "
+                        f"torchvision.datasets, e.g. torchvision:MNIST or torchvision:SVHN")
     splits = []
     for part, kwargs in ((0, _split_kwargs(cls, True)), (2, _split_kwargs(cls, False))):
         try:
@@ -274,8 +297,15 @@ def load_torchvision(name: str, *, root: str | None, download: bool, size: int |
         images.append(x), labels.append(y), parts.append(np.full(len(y), part, np.int8))
     classes = tuple(str(c) for c in getattr(splits[0][1], "classes", [])) or \
         tuple(str(i) for i in range(int(max(lab.max() for lab in labels)) + 1))
-    _write_entry(entry, np.concatenate(images), np.concatenate(labels), np.concatenate(parts),
-                 classes, "torchvision", {"dataset": name, "root": folder})
+    staging = entry.with_name(f".{entry.name}.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        np.save(staging / "images.npy", np.concatenate(images))
+        _write_entry(staging, entry, np.concatenate(labels), np.concatenate(parts), classes,
+                     "torchvision", {"dataset": name, "root": folder})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.warning("data: converted torchvision %s in %.1fs into the cache %s", name,
                 time.perf_counter() - t0, entry)
     out = _read_entry(entry, "torchvision")
@@ -327,22 +357,20 @@ def _tensor_of(ds, size: int | None, channels: int | None) -> tuple[np.ndarray, 
 
 
 # ---- the entry on disk ---------------------------------------------------------------------
-def _write_entry(entry: Path, images: np.ndarray | None, labels: np.ndarray, parts: np.ndarray,
+def _write_entry(staging: Path, entry: Path, labels: np.ndarray, parts: np.ndarray,
                  classes: Sequence[str], layout: str, extra: dict) -> None:
-    """Write the arrays, then ``meta.json`` last (atomically): a crash leaves no valid entry."""
-    if images is None:
-        raise UserError("data.root: no image could be decoded")
+    """Complete a staging folder that holds ``images.npy`` (labels, parts, then ``meta.json``)
+    and rename it to ``entry``: a crash at any point leaves no entry that looks valid."""
+    shape = np.load(staging / "images.npy", mmap_mode="r").shape
+    np.save(staging / "labels.npy", labels)
+    np.save(staging / "parts.npy", parts)
+    meta = {"version": CACHE_VERSION, "layout": layout, "classes": list(classes),
+            "shape": list(shape), "count": int(labels.shape[0]),
+            "images_bytes": (staging / "images.npy").stat().st_size, **extra}
+    write_atomic(staging / "meta.json", json.dumps(meta, indent=1) + "\n")
     if entry.exists():
         shutil.rmtree(entry)
-    entry.mkdir(parents=True, exist_ok=True)
-    for name, arr in (("images", images), ("labels", labels), ("parts", parts)):
-        tmp = entry / f".{name}.tmp.npy"
-        np.save(tmp, arr)
-        tmp.replace(entry / f"{name}.npy")
-    meta = {"version": CACHE_VERSION, "layout": layout, "classes": list(classes),
-            "shape": list(images.shape), "count": int(labels.shape[0]),
-            "images_bytes": (entry / "images.npy").stat().st_size, **extra}
-    write_atomic(entry / "meta.json", json.dumps(meta, indent=1) + "\n")
+    staging.replace(entry)
 
 
 def _read_entry(entry: Path, layout: str) -> CachedImages | None:
@@ -372,22 +400,3 @@ def _read_entry(entry: Path, layout: str) -> CachedImages | None:
         return None
     return CachedImages(images, labels, parts, tuple(meta["classes"]), entry,
                         meta.get("layout", layout), False, tuple(meta.get("skipped", ())))
-
-
-def clear_cache(cache_dir: str | None, *, dry_run: bool = False,
-                report: Callable[[str], None] | None = None) -> int:
-    """Remove every cache entry under the cache root; returns the bytes freed."""
-    root = cache_root(cache_dir)
-    total = 0
-    if not root.is_dir():
-        return 0
-    for entry in sorted(root.iterdir()):
-        if entry.is_dir() and (entry / "meta.json").exists() or entry.name.startswith(
-                ("folder-", "tv-")):
-            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
-            total += size
-            if report:
-                report(f"{entry} ({size / 1e6:.1f} MB)")
-            if not dry_run:
-                shutil.rmtree(entry, ignore_errors=True)
-    return total

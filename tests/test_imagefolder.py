@@ -346,3 +346,50 @@ def test_propose_train_and_search_run_on_a_folder(tmp_path, capsys):
     assert info["data"]["classes"] == list(CLASSES) and info["data"]["source"]["layout"] == \
         "single"
     assert main(["build", str(run / "best.yaml")]) == 0
+
+
+# ---- torchvision data sets ------------------------------------------------------------------
+@pytest.mark.slow  # unpacks and converts the 70,000 Fashion-MNIST images (~5 s)
+@needs_fmnist
+def test_a_torchvision_data_set_by_name_goes_through_the_cache(tmp_path, monkeypatch):
+    import gzip
+    import shutil
+
+    raw = tmp_path / "tv" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in FMNIST.parent.glob("*.gz"):  # torchvision reads the unpacked IDX files
+        with gzip.open(f) as src, open(raw / f.stem, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    cfg = DataConfig(name="torchvision:FashionMNIST", root=str(tmp_path / "tv"),
+                     cache_dir=str(tmp_path / "c"), val_size=5000, image_size=28)
+    d = load_data(cfg)
+    ref = load_data(DataConfig(val_size=5000))  # the project's own IDX reader
+    assert (len(d.train), len(d.val), len(d.test)) == (55000, 5000, 10000)
+    assert torch.equal(d.test.x, ref.test.x) and torch.equal(d.test.y, ref.test.y)
+    assert d.classes[0] == "T-shirt/top" and d.input_shape.classes == 10
+    from torchvision import datasets
+
+    def refuse(*a, **k):
+        raise AssertionError("torchvision was read again on a cached load")
+
+    monkeypatch.setattr(datasets, "FashionMNIST", refuse)
+    again = load_data(cfg)
+    assert torch.equal(again.train.x, d.train.x)
+
+
+def test_a_torchvision_data_set_of_pil_images_is_resized_by_the_same_rule():
+    from PIL import Image
+
+    class Tiny:  # the interface of a torchvision data set without a raw array
+        classes = ["a", "b"]
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            px = np.full((30, 20), 40 * i, np.uint8)
+            return Image.fromarray(px), i % 2
+
+    x, y = imagecache._tensor_of(Tiny(), 16, None)
+    assert x.shape == (4, 1, 16, 16) and x.dtype == np.uint8 and list(y) == [0, 1, 0, 1]
+    assert int(x[3].max()) == 120
