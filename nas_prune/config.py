@@ -26,11 +26,13 @@ from ._meta import data_dir
 from ._yaml import read_yaml, write_yaml
 from .data import DataConfig
 from .errors import UserError
+from .latency import BACKENDS as LATENCY_BACKENDS
+from .latency import LatencyConfig
 from .train import BUDGETS, SCHEDULES, TrainConfig
 
 CONFIGS_DIR = data_dir("configs")
 DEFAULT_CONFIG = "default"
-METRICS = ("flops", "params")
+METRICS = ("flops", "params", "latency")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
@@ -40,7 +42,7 @@ class SeedMethodConfig:
 
     name: str = "slimming"  # one method, several comma-separated, or "all"
     budget: float = 0.5  # target ratio of the base cost
-    metric: str = "flops"  # flops | params
+    metric: str = "flops"  # flops | params | latency (measured, see the latency section)
     base_epochs: int = 3  # epochs to train the base network (with the method's regulariser)
     base_checkpoint: str | None = None  # a state dict to start from instead of training
     samples: int = 500  # images a data-driven method (thinet, regression) looks at
@@ -99,6 +101,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed_method: SeedMethodConfig = field(default_factory=SeedMethodConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     device: str = "auto"
     random_seed: int = 0
     run_dir: str = "runs/search"
@@ -352,6 +355,12 @@ RULES: dict[str, Any] = {
     "seed_method.name": SeedMethods(),
     "seed_method.budget": Range(0, 1, lo_open=True),
     "seed_method.metric": OneOf(METRICS),
+    "latency.backend": OneOf(LATENCY_BACKENDS),
+    "latency.batch_size": Range(1, 4096),
+    "latency.threads": Range(1, 1024),
+    "latency.warmup": Range(0, 100_000),
+    "latency.repeats": Range(1, 100_000),
+    "latency.table_dir": NonEmpty("a folder (or null)"),
     "seed_method.base_epochs": _EPOCHS,
     "seed_method.base_checkpoint": NonEmpty("a state dict path (or null)"),
     "seed_method.samples": _POSITIVE,

@@ -101,6 +101,14 @@ IMAGES = ("accuracy_vs_flops.png", "width_profile.png", "search_progress.png")
 
 
 # ---- numbers --------------------------------------------------------------------------------
+def _latency(row: dict[str, Any]) -> str:
+    """A final row's measured latency: median and interquartile range, in ms."""
+    med, iqr = _num(row.get("latency_ms")), _num(row.get("latency_iqr_ms"))
+    if med is None:
+        return "-"
+    return f"{med:.3f}" + (f" (IQR {iqr:.3f})" if iqr is not None else "")
+
+
 def _num(v: Any) -> float | None:
     """A finite float from a JSON value (None, bools, strings and non-finite -> None)."""
     if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -745,11 +753,13 @@ def _final_section(rec: RunRecords, page: Page) -> None:
     if final.get("seed_rule"):
         page.p(f"Seeds: {final['seed_rule'].rstrip('.')}.")
     table, failed = [], []
+    latency = any(_num(r.get("latency_ms")) is not None for r in rows)
     for r in rows:
         trial = r.get("trial")
         table.append([r["name"], trial if isinstance(trial, int) else "-",
                       fmt_count(r.get("flops")), fmt_count(r.get("params")),
                       "-" if _num(r.get("flops_ratio")) is None else f"{r['flops_ratio']:.3f}",
+                      *([_latency(r)] if latency else []),
                       fmt_mean_std(_values(r, "val_acc")) if r.get("runs")
                       else _pct(r.get("val_acc")),
                       fmt_mean_std(_values(r, "test_acc"))])
@@ -757,6 +767,7 @@ def _final_section(rec: RunRecords, page: Page) -> None:
                    + (f" ({run['reason']})" if run.get("reason") else "")
                    for run in r.get("runs") or [] if run.get("status", "ok") != "ok"]
     page.table(["architecture", "trial", "FLOPs (MAC)", "params", "FLOPs ratio",
+                *(["latency ms (median, IQR)"] if latency else []),
                 "val acc (%)", "test acc (%)"], table)
     if failed:
         page.p("Final runs that did not finish normally (left out of the means):")

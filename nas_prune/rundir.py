@@ -81,6 +81,8 @@ class TrialRecord:
     epochs_planned: int = 0
     cost_ratio: float | None = None  # in the budget metric (equals flops_ratio for flops)
     scale: float | None = None  # the projection's common factor
+    latency_ms: float | None = None  # budget metric latency: the direct measurement (median)
+    latency_iqr_ms: float | None = None
     trial_params: dict[str, Any] = field(default_factory=dict)
     worker: str = ""
     # multi-fidelity (search.rungs): the value of each rung reached, and every measurement

@@ -69,7 +69,24 @@ def resolve_space(cfg: Config, device: torch.device | str | None = None
                             f"{cfg.data.name} has {data.input_shape.size}-pixel images; drop "
                             f"input.size or use an image folder")
         raw = with_input(raw, data.input_shape)
-    return name, raw, SearchSpace.from_dict(raw, name=name)
+    space = SearchSpace.from_dict(raw, name=name)
+    if cfg.seed_method.metric == "latency":
+        space = space.with_latency(cfg.latency)
+    return name, raw, space
+
+
+def time_budget(cfg: Config, nanoseconds: int) -> Config:
+    """``cfg`` with an absolute latency budget turned into a ratio of the base network's
+    predicted latency (one-line error when it is above it)."""
+    _, _, space = resolve_space(cfg)
+    base = space.base_cost("latency")
+    ratio = nanoseconds / base
+    if not 0 < ratio <= 1:
+        raise UserError(f"--budget: {nanoseconds / 1e6:g}ms is above the base network's "
+                        f"latency ({base / 1e6:.3f}ms on {cfg.latency.backend}); give less or a "
+                        f"ratio")
+    return dataclasses.replace(cfg, seed_method=dataclasses.replace(cfg.seed_method,
+                                                                    budget=ratio))
 
 
 def base_flops_of(spec: ArchSpec) -> int | None:

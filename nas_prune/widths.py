@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -148,6 +149,7 @@ class SearchSpace:
     divisor: int
     bounds: dict[str, tuple[int, int]]
     dataset: str | None = None
+    latency: Any = field(default=None, compare=False, repr=False)  # a LatencyPredictor
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -255,10 +257,25 @@ class SearchSpace:
         return _flops.count(self.family, widths)
 
     def cost(self, widths: Mapping[str, int], metric: str = "flops") -> int:
+        """FLOPs (MACs), params, or predicted latency in nanoseconds (with a predictor
+        attached by :meth:`with_latency`)."""
+        if metric == "latency":
+            if self.latency is None:
+                raise UserError(f"budget metric 'latency': space {self.name} has no latency "
+                                f"predictor; run with --metric latency and a latency config")
+            return self.latency.predict(widths)
         f, p = self.count(widths)
         if metric not in ("flops", "params"):
-            raise UserError(f"budget metric {metric!r}: choose 'flops' or 'params'")
+            raise UserError(f"budget metric {metric!r}: choose flops, params or latency")
         return f if metric == "flops" else p
+
+    def with_latency(self, cfg: Any) -> SearchSpace:
+        """This space with a latency predictor (:class:`~nas_prune.latency.LatencyPredictor`)
+        for ``cfg`` (a :class:`~nas_prune.latency.LatencyConfig`)."""
+        from .latency import LatencyPredictor
+
+        return dataclasses.replace(self, latency=LatencyPredictor(self.family, cfg,
+                                                                  divisor=self.divisor))
 
     def base_cost(self, metric: str = "flops") -> int:
         return self.cost(self.base_widths(), metric)

@@ -36,6 +36,32 @@ def resolve_config(args: argparse.Namespace, **extra: Any) -> Config:
     return cfg
 
 
+BUDGET_HELP = ("a ratio of the base cost in (0, 1], e.g. 0.5; with --metric latency also a time, "
+               "e.g. 3.5ms or 800us")
+
+
+def split_budget(text: str | None) -> tuple[float | None, int | None]:
+    """``--budget``: (ratio, None), (None, nanoseconds) for a time, or (None, None)."""
+    if text is None:
+        return None, None
+    from ..latency import parse_budget
+
+    return parse_budget(text, "latency")
+
+
+def apply_time_budget(cfg: Config, nanoseconds: int | None) -> Config:
+    """A time ``--budget`` as the ratio of the base network's predicted latency."""
+    if nanoseconds is None:
+        return cfg
+    if cfg.seed_method.metric != "latency":
+        raise UserError(f"--budget: {nanoseconds / 1e6:g}ms is a time; a "
+                        f"{cfg.seed_method.metric} budget is a ratio in (0, 1] (use --metric "
+                        f"latency for a time budget)")
+    from ..scratch import time_budget
+
+    return time_budget(cfg, nanoseconds)
+
+
 def check_output(path: str | Path, flag: str, *, folder: bool) -> Path:
     """Fail before any work when an output path cannot be written as a file (or a folder)."""
     path = Path(path)

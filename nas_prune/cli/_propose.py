@@ -11,15 +11,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import to_dict
+from ..config import METRICS, to_dict
 from ..errors import UserError
 from ._common import (
+    BUDGET_HELP,
     add_config_arguments,
+    apply_time_budget,
     check_output,
     device_of,
     emit_json,
     human,
     resolve_config,
+    split_budget,
     table,
 )
 
@@ -63,9 +66,8 @@ def run_methods(args: argparse.Namespace) -> int:
 def add_propose_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-method", "-m", help="a seed method (see 'nas-prune methods'; default: "
                    "seed_method.name of the config)")
-    p.add_argument("--budget", type=float, help="target ratio of the base cost, in (0, 1] "
-                   "(default: seed_method.budget)")
-    p.add_argument("--metric", choices=("flops", "params"),
+    p.add_argument("--budget", help=f"{BUDGET_HELP} (default: seed_method.budget)")
+    p.add_argument("--metric", choices=METRICS,
                    help="what the budget is a ratio of (default: seed_method.metric)")
     add_config_arguments(p)
     p.add_argument("--base-checkpoint", metavar="PT",
@@ -79,7 +81,7 @@ def add_propose_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    sm = {k: v for k, v in (("name", args.seed_method), ("budget", args.budget),
+    sm = {k: v for k, v in (("name", args.seed_method), ("budget", split_budget(args.budget)[0]),
                             ("metric", args.metric), ("base_epochs", args.base_epochs),
                             ("base_checkpoint", args.base_checkpoint)) if v is not None}
     extra: dict[str, Any] = {"seed_method": sm or None, "run_dir": args.run_dir}
@@ -90,7 +92,8 @@ def run_propose(args: argparse.Namespace) -> int:
     from ..scratch import data_for, resolve_space
     from ..seeds import SEED_METHODS, SeedContext, get_method, propose
 
-    cfg = resolve_config(args, **_overrides(args))
+    cfg = apply_time_budget(resolve_config(args, **_overrides(args)),
+                            split_budget(args.budget)[1])
     sm = cfg.seed_method
     if sm.name not in SEED_METHODS:
         raise UserError(f"--seed-method: {sm.name!r} is not one seed method; choose one of "
@@ -138,6 +141,15 @@ def run_propose(args: argparse.Namespace) -> int:
                       "proposal": round(run.propose_s, 3)},
         "seed": cfg.random_seed, "device": str(device), "config": to_dict(cfg),
     }
+    if sm.metric == "latency":  # the prediction the budget used, and a direct measurement
+        m = space.latency.measure(prop.widths)
+        provenance["latency"] = {"device": space.latency.info,
+                                 "predicted_ms": prop.cost / 1e6,
+                                 "base_predicted_ms": space.base_cost("latency") / 1e6,
+                                 "measured": m.to_dict()}
+        print(f"latency: predicted {prop.cost / 1e6:.3f} ms, measured {m.median_ms:.3f} ms "
+              f"(IQR {(m.q75_ns - m.q25_ns) / 1e6:.3f}) on {cfg.latency.backend}, "
+              f"{space.latency.info['threads']} thread(s)")
     spec = space.spec(prop.widths, provenance=provenance)
     spec.save(out)
     print(f"wrote {out}")

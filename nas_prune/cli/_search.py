@@ -14,13 +14,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import METRICS
 from ..errors import UserError
 from ..rundir import CONFIG_YAML, SEARCH_JSON, read_json, state_counts
 from ..search.backends import BACKENDS
 from ..search.samplers import EARLY_STOPPING, SAMPLERS
 from ..search.space import OBJECTIVES
 from ..seeds import ProposalRun
-from ._common import add_config_arguments, human, resolve_config, table
+from ._common import (
+    BUDGET_HELP,
+    add_config_arguments,
+    apply_time_budget,
+    human,
+    resolve_config,
+    split_budget,
+    table,
+)
 
 
 # ---- printing ------------------------------------------------------------------------------
@@ -82,6 +91,7 @@ def quiet_optuna() -> None:
 
 def final_table(final: dict[str, Any]) -> str:
     rows = []
+    latency = any(r.get("latency_ms") is not None for r in final["rows"])
     for r in final["rows"]:
         if r["test_mean"] is None:
             test = "failed"
@@ -91,9 +101,12 @@ def final_table(final: dict[str, Any]) -> str:
             test = f"{r['test_mean']:.4f} +- {r['test_std']:.4f}"
         rows.append([r["name"], r["trial"] if r["trial"] is not None else "-", test, r["n"],
                      human(r["flops"]), f"{r['flops_ratio']:.3f}", human(r["params"]),
+                     *([f"{r['latency_ms']:.3f} +- {r['latency_iqr_ms']:.3f}"
+                        if r.get("latency_ms") is not None else "-"] if latency else []),
                      _acc(r["search_val_acc"])])
     return table(rows, ["architecture", "trial", "test acc (mean +- std)", "n", "FLOPs",
-                        "ratio", "params", "search val"])
+                        "ratio", "params", *(["latency ms (IQR)"] if latency else []),
+                        "search val"])
 
 
 def _pts(v: float | None) -> str:
@@ -146,8 +159,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--seed-method", help="seed method(s): one, a comma-separated list, or 'all' "
                    "(default: config's seed_method.name)")
-    p.add_argument("--budget", type=float, help="target ratio of the base cost, e.g. 0.5")
-    p.add_argument("--metric", choices=("flops", "params"), help="what the budget limits")
+    p.add_argument("--budget", help=BUDGET_HELP)
+    p.add_argument("--metric", choices=METRICS, help="what the budget limits (latency: measured "
+                   "on the latency section's backend)")
     p.add_argument("--run-dir", help="run directory (default: config's run_dir)")
     p.add_argument("--resume", action="store_true",
                    help="continue the search in an existing --run-dir without retraining "
@@ -213,7 +227,8 @@ def prune_none(d: dict[str, Any]) -> dict[str, Any]:
 def search_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return prune_none({
         "run_dir": args.run_dir,
-        "seed_method": {"name": args.seed_method, "budget": args.budget, "metric": args.metric},
+        "seed_method": {"name": args.seed_method, "budget": split_budget(args.budget)[0],
+                        "metric": args.metric},
         "search": {"backend": args.backend, "n_trials": args.n_trials, "timeout": args.timeout,
                    "sampler": args.sampler, "early_stopping": args.early_stopping,
                    "objective": args.objective, "storage": args.storage,
@@ -263,7 +278,7 @@ def run_search(args: argparse.Namespace) -> int:
         run_dir = Path(args.run_dir or resolve_config(args, **extra).run_dir)
         if (run_dir / CONFIG_YAML).is_file():
             args.config = str(run_dir / CONFIG_YAML)
-    cfg = resolve_config(args, **extra)
+    cfg = apply_time_budget(resolve_config(args, **extra), split_budget(args.budget)[1])
     quiet_optuna()
     out = Printer()
     if not args.resume and args.run_dir is None and cfg.search.storage is None:

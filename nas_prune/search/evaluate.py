@@ -92,10 +92,12 @@ class SearchSetup:
 
     def spec(self, widths: Mapping[str, int], **provenance: Any) -> ArchSpec:
         """The architecture of a width vector, carrying the base FLOPs Scratch-B needs."""
+        latency = {"latency_device": self.space.latency.info} \
+            if self.cspace.metric == "latency" else {}
         return self.space.spec(widths, provenance={"base_flops": self.base_flops,
                                                    "budget": self.cfg.seed_method.budget,
                                                    "budget_metric": self.cspace.metric,
-                                                   **provenance})
+                                                   **latency, **provenance})
 
     def epochs_for(self, widths: Mapping[str, int], base_epochs: int | None = None) -> int:
         """Training epochs of a candidate under the budget rule (see the module docstring)."""
@@ -115,11 +117,22 @@ class SearchSetup:
         no trial before that (a from-scratch run's first epochs are too noisy to rank)."""
         return self.epochs_for(next(iter(self.cspace.starts.values()))) // 2
 
-    def cost_attrs(self, widths: Mapping[str, int]) -> dict[str, Any]:
+    def cost_attrs(self, widths: Mapping[str, int], latency: Any = None) -> dict[str, Any]:
+        """Widths, FLOPs, params and the cost ratio in the budget metric. With the latency
+        metric the cost is a direct measurement (``latency``, else measured now), recorded
+        with its spread; the base is the base network's predicted latency."""
         flops, params = self.space.count(widths)
-        cost = flops if self.cspace.metric == "flops" else params
-        return {"widths": dict(widths), "flops": flops, "params": params,
-                "flops_ratio": flops / self.base_flops, "cost_ratio": cost / self.base_cost}
+        out = {"widths": dict(widths), "flops": flops, "params": params,
+               "flops_ratio": flops / self.base_flops}
+        metric = self.cspace.metric
+        if metric == "latency":
+            m = latency if latency is not None else self.space.latency.measure(widths)
+            out.update({"latency_ms": round(m.median_ns / 1e6, 5),
+                        "latency_iqr_ms": round((m.q75_ns - m.q25_ns) / 1e6, 5),
+                        "cost_ratio": m.median_ns / self.base_cost})
+            return out
+        out["cost_ratio"] = (flops if metric == "flops" else params) / self.base_cost
+        return out
 
 
 @dataclass
@@ -176,7 +189,7 @@ def candidate_attrs(cand: Candidate, setup: SearchSetup) -> dict[str, Any]:
     out: dict[str, Any] = {"role": cand.role, "seed_method": cand.seed_method,
                            "scale": cand.scale, "worker": worker_name()}
     if cand.widths is not None:
-        out.update(setup.cost_attrs(cand.widths))
+        out.update(setup.cost_attrs(cand.widths, cand.latency))
     else:
         out["reason"] = cand.reason
     return out

@@ -222,6 +222,8 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
                      "seed_method": trial.seed_method if trial else None,
                      "widths": widths, "flops": attrs["flops"], "params": attrs["params"],
                      "flops_ratio": attrs["flops_ratio"], "cost_ratio": attrs["cost_ratio"],
+                     "latency_ms": attrs.get("latency_ms"),
+                     "latency_iqr_ms": attrs.get("latency_iqr_ms"),
                      "val_acc": val_mean, "val_std": val_std,
                      "search_val_acc": trial.val_acc if trial else None,
                      "test_acc": tests, "test_mean": mean, "test_std": std, "n": n,

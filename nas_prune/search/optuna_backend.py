@@ -187,6 +187,7 @@ def record_of(ft: FrozenTrial, backend: str = "optuna") -> TrialRecord | None:
         datetime_complete=ft.datetime_complete.isoformat() if ft.datetime_complete else None,
         reason=reason, backend=backend, epochs_planned=int(ua.get("epochs_planned") or 0),
         cost_ratio=ua.get("cost_ratio"), scale=ua.get("scale"), trial_params=dict(ft.params),
+        latency_ms=ua.get("latency_ms"), latency_iqr_ms=ua.get("latency_iqr_ms"),
         worker=str(ua.get("worker", "")), rung_values=list(ua.get("rung_values") or []),
         measurements=list(ua.get("measurements") or []))
 
@@ -329,7 +330,7 @@ def make_objective(setup: SearchSetup) -> Callable[[optuna.Trial], Any]:
             raise optuna.TrialPruned(out.reason)
         if single:
             return out.val_acc
-        return out.val_acc, setup.cost_attrs(cand.widths)["cost_ratio"]
+        return out.val_acc, setup.cost_attrs(cand.widths, cand.latency)["cost_ratio"]
 
     return objective
 

@@ -155,6 +155,7 @@ def record_from_result(number: int, params: dict[str, Any], result: dict[str, An
         wall_time=float(result.get("wall_time") or result.get("time_total_s") or 0.0),
         datetime_start=start, datetime_complete=end, reason=reason, backend="ray",
         epochs_planned=planned, cost_ratio=result.get("cost_ratio"), scale=result.get("scale"),
+        latency_ms=result.get("latency_ms"), latency_iqr_ms=result.get("latency_iqr_ms"),
         trial_params=dict(params), worker=str(result.get("worker") or ""),
         rung_values=_json_list(result.get("rung_values")),
         measurements=_json_list(result.get("measurements")))

@@ -24,7 +24,7 @@ Nothing here prints: progress goes to a :class:`SearchEvents` the caller passes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,8 @@ def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
     cspace = CandidateSpace(space, starts=starts, objective=s.objective, metric=sm.metric,
                             target=target, tolerance=s.tolerance,
                             multiplier_low=s.multiplier_low, multiplier_high=s.multiplier_high,
-                            source={"name": name, "data": raw})
+                            source={"name": name, "data": raw},
+                            latency=asdict(cfg.latency) if sm.metric == "latency" else None)
     return SearchSetup(cfg=cfg, cspace=cspace, methods=list(methods))
 
 

@@ -57,6 +57,7 @@ class Candidate:
     cost: int | None  # in the budget metric
     scale: float | None  # the projection's common factor (single objective)
     reason: str = ""
+    latency: Any = None  # metric latency: the direct Measurement the budget check used
 
     @property
     def rejected(self) -> bool:
@@ -74,7 +75,8 @@ class CandidateSpace:
     def __init__(self, space: SearchSpace, *, starts: Mapping[str, Mapping[str, int]],
                  objective: str = "single", metric: str = "flops", target: int,
                  tolerance: float = 0.02, multiplier_low: float = 0.5,
-                 multiplier_high: float = 1.5, source: Mapping[str, Any] | None = None) -> None:
+                 multiplier_high: float = 1.5, source: Mapping[str, Any] | None = None,
+                 latency: Mapping[str, Any] | None = None) -> None:
         if objective not in OBJECTIVES:
             raise UserError(f"search.objective: {objective!r}; choose one of "
                             f"{', '.join(OBJECTIVES)}")
@@ -94,6 +96,15 @@ class CandidateSpace:
         self.tolerance = float(tolerance)
         self.low, self.high = float(multiplier_low), float(multiplier_high)
         self.source = dict(source) if source is not None else None
+        self.latency = dict(latency) if latency is not None else None  # LatencyConfig fields
+        if metric == "latency" and space.latency is None:
+            if self.latency is None:
+                raise UserError("seed_method.metric: latency needs the latency section of the "
+                                "config")
+            from ..latency import LatencyConfig
+
+            space = space.with_latency(LatencyConfig(**self.latency))
+            self.space = space
         self.base = space.base_widths()
 
     # ---- serialisation ----------------------------------------------------------------------
@@ -103,7 +114,7 @@ class CandidateSpace:
         return {"space": self.source, "starts": {k: dict(v) for k, v in self.starts.items()},
                 "objective": self.objective, "metric": self.metric, "target": self.target,
                 "tolerance": self.tolerance, "multiplier_low": self.low,
-                "multiplier_high": self.high}
+                "multiplier_high": self.high, "latency": self.latency}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CandidateSpace:
@@ -112,7 +123,8 @@ class CandidateSpace:
         return cls(space, starts=data["starts"], objective=data["objective"],
                    metric=data["metric"], target=int(data["target"]),
                    tolerance=float(data["tolerance"]), multiplier_low=float(data["multiplier_low"]),
-                   multiplier_high=float(data["multiplier_high"]), source=src)
+                   multiplier_high=float(data["multiplier_high"]), source=src,
+                   latency=data.get("latency"))
 
     # ---- parameters -------------------------------------------------------------------------
     @property
@@ -154,7 +166,44 @@ class CandidateSpace:
 
     # ---- decoding ---------------------------------------------------------------------------
     def decode(self, params: Mapping[str, Any]) -> Candidate:
-        """The candidate a point stands for (projected onto the budget when single objective)."""
+        """The candidate a point stands for (projected onto the budget when single objective).
+
+        With the latency metric the candidate is then measured directly, and the measurement is
+        what the budget check uses (:meth:`_measured`)."""
+        cand = self._decode(params)
+        if self.metric != "latency" or cand.widths is None:
+            return cand
+        return self._measured(cand, params)
+
+    def _measured(self, cand: Candidate, params: Mapping[str, Any]) -> Candidate:
+        """A projected candidate measured on the latency backend. Outside the tolerance, the
+        projection is repeated (twice at most) against the target corrected by the ratio of
+        measured to predicted latency; what still misses is rejected. Baselines and
+        multi-objective points are measured and kept as they are."""
+        from dataclasses import replace
+
+        widths, target = cand.widths, self.target
+        m = self.space.latency.measure(widths)
+        if self.within(m.median_ns) or cand.role != "search" or self.objective == "multi":
+            return replace(cand, cost=m.median_ns, latency=m)
+        for _ in range(2):
+            predicted = self.space.cost(widths, "latency")
+            target = max(1, int(round(target * predicted / m.median_ns)))
+            mults = {g: float(params[f"{MULT}{g}"]) for g in self.groups}
+            w, scale, _ = self.project(self.starts[str(params[START])], mults, target=target)
+            if w is None:
+                break
+            widths = w
+            m = self.space.latency.measure(widths)
+            if self.within(m.median_ns):
+                return replace(cand, widths=widths, cost=m.median_ns, scale=scale, latency=m)
+        return Candidate(cand.role, cand.seed_method, None, None, None,
+                         f"measured latency {m.median_ms:.3f} ms is "
+                         f"{m.median_ns / self.target:.3f} x the target "
+                         f"{self.target / 1e6:.3f} ms after correcting the prediction",
+                         latency=m)
+
+    def _decode(self, params: Mapping[str, Any]) -> Candidate:
         role, method = self.role_of(params)
         if self.objective == "multi":
             widths = self.space.snap({g: float(params[f"{KEEP}{g}"]) * self.base[g]
@@ -172,11 +221,12 @@ class CandidateSpace:
         cost = self.space.cost(widths, self.metric) if widths is not None else None
         return Candidate(role, start, widths, cost, scale, reason)
 
-    def within(self, cost: int) -> bool:
-        return abs(cost - self.target) <= self.tolerance * self.target
+    def within(self, cost: int, target: int | None = None) -> bool:
+        target = self.target if target is None else target
+        return abs(cost - target) <= self.tolerance * target
 
-    def project(self, start: Mapping[str, int], mults: Mapping[str, float]
-                ) -> tuple[Widths | None, float | None, str]:
+    def project(self, start: Mapping[str, int], mults: Mapping[str, float], *,
+                target: int | None = None) -> tuple[Widths | None, float | None, str]:
         """Bisect one common factor ``s`` so that the snapped widths meet the target.
 
         When the snapped cost jumps over the tolerance band, single groups are moved one grid
@@ -185,6 +235,7 @@ class CandidateSpace:
         The cost is non-decreasing in ``s`` (snapping and clipping are monotone), from the
         space's minimum widths at ``s -> 0`` to its maximum widths for large ``s``.
         """
+        target = self.target if target is None else int(target)
         raw = {g: max(1e-9, float(mults[g]) * float(start[g])) for g in self.groups}
 
         def at(s: float) -> tuple[Widths, int]:
@@ -192,24 +243,24 @@ class CandidateSpace:
             return w, self.space.cost(w, self.metric)
 
         w, c = at(1.0)
-        if self.within(c):
+        if self.within(c, target):
             return w, 1.0, ""
         s_max = max(self.space.bounds[g][1] / raw[g] for g in self.groups) * 1.01
         w_lo, c_lo = at(0.0)
         w_hi, c_hi = at(s_max)
-        if c_lo > self.target * (1 + self.tolerance):
-            return None, None, (f"even the smallest widths cost {c_lo / self.target:.3f} x the "
+        if c_lo > target * (1 + self.tolerance):
+            return None, None, (f"even the smallest widths cost {c_lo / target:.3f} x the "
                                 f"target")
-        if c_hi < self.target * (1 - self.tolerance):
-            return None, None, f"even the largest widths cost {c_hi / self.target:.3f} x the target"
-        lo, hi = (0.0, 1.0) if c > self.target else (1.0, s_max)
-        c_lo, c_hi = (c_lo, c) if c > self.target else (c, c_hi)
+        if c_hi < target * (1 - self.tolerance):
+            return None, None, f"even the largest widths cost {c_hi / target:.3f} x the target"
+        lo, hi = (0.0, 1.0) if c > target else (1.0, s_max)
+        c_lo, c_hi = (c_lo, c) if c > target else (c, c_hi)
         for _ in range(_BISECT_STEPS):
             mid = 0.5 * (lo + hi)
             w, c = at(mid)
-            if self.within(c):
+            if self.within(c, target):
                 return w, mid, ""
-            if c > self.target:
+            if c > target:
                 hi, c_hi = mid, c
             else:
                 lo, c_lo = mid, c
@@ -217,17 +268,17 @@ class CandidateSpace:
                 break
         # The grid jumps over the band (common with few, narrow groups such as a ResNet's
         # 16-channel stages): move single groups one grid step from the nearer side instead.
-        near_lo = abs(c_lo - self.target) <= abs(c_hi - self.target)
+        near_lo = abs(c_lo - target) <= abs(c_hi - target)
         w_near = at(lo)[0] if near_lo else at(hi)[0]
         try:
-            w = refine_to_budget(self.space, w_near, self.target, self.metric,
+            w = refine_to_budget(self.space, w_near, target, self.metric,
                                  tolerance=self.tolerance)
             return w, lo if near_lo else hi, ""
         except UserError:
             pass
         return None, None, (f"no common scale lands within {self.tolerance:.0%} of the target: "
-                            f"the grid jumps from {c_lo / self.target:.3f} to "
-                            f"{c_hi / self.target:.3f} x the target")
+                            f"the grid jumps from {c_lo / target:.3f} to "
+                            f"{c_hi / target:.3f} x the target")
 
 
 def widths_summary(widths: Mapping[str, int] | None, limit: int = 8) -> str:
