@@ -52,11 +52,30 @@ def load_arch_or_space(path: str, cfg=None) -> tuple[ArchSpec, SearchSpace | Non
 def add_flops_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("arch", help="architecture YAML, search space YAML, or space name")
     p.add_argument("--json", action="store_true", help="print JSON with keys flops and params")
+    p.add_argument("--latency", metavar="BACKEND", help="also measure the latency of one "
+                   "forward pass on this backend (torch or onnxruntime; CPU, batch 1, all cores)")
+    p.add_argument("--threads", type=int, help="threads for --latency (default: all cores)")
 
 
 def run_flops(args: argparse.Namespace) -> int:
+    latency = None
+    if args.latency is not None:
+        from ..latency import LatencyConfig, check
+
+        if args.threads is not None and not 1 <= args.threads <= 1024:
+            raise UserError(f"--threads: {args.threads} is out of range; must be in [1, 1024]")
+        latency = LatencyConfig(backend=args.latency, threads=args.threads)
+        check(latency)
     spec, space = load_arch_or_space(args.arch)
     out = {"flops": spec.flops, "params": spec.params}
+    if latency is not None:
+        import torch
+
+        from ..latency import device_info, measure
+
+        torch.manual_seed(0)
+        m = measure(spec.build(), spec.input, latency)
+        out["latency"] = {**m.to_dict(), "device": device_info(latency)}
     if space is not None:
         fmin, pmin = space.count(space.min_widths())
         out.update({"min_flops": fmin, "min_params": pmin})
@@ -71,6 +90,11 @@ def run_flops(args: argparse.Namespace) -> int:
     if space is not None:
         print(f"  smallest network in the space: {out['min_flops'] / spec.flops:.2%} of the "
               f"FLOPs, {out['min_params'] / spec.params:.2%} of the params")
+    if latency is not None:
+        lat, dev = out["latency"], out["latency"]["device"]
+        print(f"  latency {lat['median_ms']:.3f} ms median (IQR {lat['iqr_ms']:.3f}, "
+              f"{lat['repeats']} runs) on {dev['backend']}, {dev['threads']} thread(s), batch "
+              f"{dev['batch_size']}, {dev['cpu']}")
     return 0
 
 
