@@ -240,11 +240,17 @@ def _units(family: Family) -> list[_Unit]:
                                 f"latency table does not model yet; use --metric flops")
             units.append(_Unit("conv", in_of.get(name), m.in_channels, out_of.get(name),
                                m.out_channels, sizes[name], m.kernel_size[0], m.stride[0],
-                               m.padding[0] if isinstance(m.padding, tuple) else 0,
+                               _padding(m),
                                name in bn_after))
         elif isinstance(m, nn.Linear):
             units.append(_Unit("linear", in_of.get(name), m.in_features, None, m.out_features))
     return units
+
+
+def _padding(m: nn.Conv2d) -> int:
+    if isinstance(m.padding, str):  # "same" keeps the size (odd kernels), "valid" pads nothing
+        return m.kernel_size[0] // 2 if m.padding == "same" else 0
+    return int(m.padding[0])
 
 
 def _unit_module(key: str) -> tuple[nn.Module, tuple[int, ...]]:
