@@ -79,8 +79,12 @@ class SearchConfig:
     multiplier_low: float = 0.5
     multiplier_high: float = 1.5
     tolerance: float = 0.02  # candidates' FLOPs within this of the target
-    storage: str | None = None  # default sqlite:///RUN/study.db
+    storage: str | None = None  # default sqlite:///RUN/study.db; journal:///PATH; postgresql://
     study_name: str | None = None
+    # relational storages: a worker that sends no heartbeat for grace_period seconds is dead;
+    # its trial is failed and enqueued again
+    heartbeat_interval: int = 30
+    grace_period: int = 120
     final_seeds: int = 1
     # the top-K trials by search validation accuracy are all retrained on the final seeds and the
     # winner is the one with the highest mean *validation* accuracy there (single objective); 1
@@ -376,6 +380,8 @@ RULES: dict[str, Any] = {
     "search.tolerance": Range(0, 1, lo_open=True, hi_open=True),
     "search.storage": NonEmpty("a storage URL (or null)"),
     "search.study_name": NonEmpty("a study name (or null)"),
+    "search.heartbeat_interval": Range(1, 3600),
+    "search.grace_period": Range(1, 86_400),
     "search.final_seeds": Range(1, 1000),
     "search.finalists": Range(1, 1000),
     "search.final_epochs": _EPOCHS,
@@ -433,6 +439,10 @@ def validate(cfg: Config) -> Config:
     if t.warmup_epochs > t.epochs:
         raise UserError(f"train.warmup_epochs: {t.warmup_epochs:g} is more than train.epochs "
                         f"({t.epochs}); must be in [0, {t.epochs}]")
+    if s.grace_period <= s.heartbeat_interval:
+        raise UserError(f"search.grace_period: {s.grace_period} s must be longer than "
+                        f"search.heartbeat_interval ({s.heartbeat_interval} s), or live workers "
+                        f"are taken for dead")
     if s.finalists > 1 and s.objective == "multi":
         raise UserError(f"search.finalists: {s.finalists} applies to the single objective; with "
                         f"search.objective multi the Pareto front is exported instead; set it "

@@ -53,6 +53,7 @@ PARETO = "pareto"
 TOP = "top"
 FINAL_DIR = "final"  # one folder per retrained row and seed
 BASES = "bases"  # cached base networks of the seed methods
+ARTIFACTS = "artifacts"  # Optuna's file-system artifact store: each trial's architecture YAML
 REPORT_MD = "report.md"
 
 

@@ -77,7 +77,10 @@ def good_values(key: str, tp) -> list:
     rule, tp = RULES[key], _base(tp)
     if isinstance(rule, Range):
         return [_as(tp, v) for v, open_ in ((rule.lo, rule.lo_open), (rule.hi, rule.hi_open))
-                if v is not None and not open_ and not (key == "train.warmup_epochs" and v > 0)]
+                if v is not None and not open_ and not (key == "train.warmup_epochs" and v > 0)
+                # ends that break a cross-field rule (grace_period > heartbeat_interval)
+                and (key, v) not in (("search.heartbeat_interval", 3600),
+                                     ("search.grace_period", 1))]
     if isinstance(rule, OneOf):
         return list(rule.choices)
     if isinstance(rule, Registered):  # every registered name, cmaes (single objective) too

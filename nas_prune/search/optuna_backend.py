@@ -26,6 +26,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
 import zlib
@@ -38,7 +40,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import Config
 from ..errors import UserError
-from ..rundir import SEARCH_JSON, SETUP_JSON, STUDY_DB, TrialRecord, read_json, write_records
+from ..rundir import (
+    ARTIFACTS,
+    SEARCH_JSON,
+    SETUP_JSON,
+    STUDY_DB,
+    TrialRecord,
+    read_json,
+    write_records,
+)
 from ..train import resolve_device
 from ._backend import Location, SearchBackend, SearchEvents, mask_url
 from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
@@ -74,19 +84,44 @@ def sqlite_file(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def open_storage(url: str, *, who: str = "search.storage") -> optuna.storages.BaseStorage:
-    """An Optuna storage; relational ones with heartbeats and re-enqueueing of dead trials.
+def journal_file(url: str) -> Path | None:
+    """The log file of a ``journal:///PATH`` URL (None for other storages)."""
+    if _scheme(url) != "journal":
+        return None
+    path = url.split("://", 1)[1] if "://" in url else url.split(":", 1)[1]
+    return Path(path[1:] if path.startswith("//") else path)
 
-    Creates a missing SQLite file (and its folder): readers check :func:`sqlite_file` first.
+
+def open_storage(url: str, *, who: str = "search.storage",
+                 heartbeat: tuple[int, int] = (HEARTBEAT_S, GRACE_S)
+                 ) -> optuna.storages.BaseStorage:
+    """An Optuna storage; relational ones with heartbeats (``heartbeat`` = (interval, grace)
+    seconds) and re-enqueueing of dead trials.
+
+    ``journal:///PATH`` is Optuna's :class:`~optuna.storages.JournalStorage` on a log file (file
+    locks, no database server: several processes on one machine or a shared file system); it
+    has no heartbeat, so trials of dead workers on this host are found by process id instead
+    (:func:`fail_dead_local_trials`). Creates a missing SQLite or journal file (and its
+    folder): readers check :func:`sqlite_file` / :func:`journal_file` first.
     """
     shown = mask_url(url)
+    journal = journal_file(url)
+    if journal is not None:
+        from optuna.storages.journal import JournalFileBackend
+
+        try:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+        except Exception as exc:  # a damaged or unwritable log
+            raise UserError(f"{who}: cannot open the journal {journal} ({_error_line(exc)}); "
+                            f"check the path") from None
     if _scheme(url) not in _RDB_SCHEMES:
         try:
             return optuna.storages.get_storage(url)
         except Exception as exc:
             raise UserError(f"{who}: {shown!r} is not a storage Optuna can open "
-                            f"({type(exc).__name__}); use sqlite:///PATH or a database URL"
-                            ) from None
+                            f"({type(exc).__name__}); use sqlite:///PATH, journal:///PATH or "
+                            f"a database URL") from None
     engine_kwargs: dict[str, Any] = {}
     path = sqlite_file(url)
     if _scheme(url) == "sqlite":
@@ -97,8 +132,8 @@ def open_storage(url: str, *, who: str = "search.storage") -> optuna.storages.Ba
         with warnings.catch_warnings():  # heartbeats are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                              heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S,
+                                              heartbeat_interval=heartbeat[0],
+                                              grace_period=heartbeat[1],
                                               heartbeat_stale_trial_callback=_requeue_stale)
     except Exception as exc:  # sqlalchemy errors vary by database
         raise UserError(f"{who}: cannot open {shown} ({_error_line(exc)}); "
@@ -110,7 +145,8 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(lines[0] if lines else '')[:160]}"
 
 
-def open_study(url: str, name: str | None, *, who: str, flag: str = "--study"
+def open_study(url: str, name: str | None, *, who: str, flag: str = "--study",
+               heartbeat: tuple[int, int] = (HEARTBEAT_S, GRACE_S)
                ) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
     """An existing study created by ``nas-prune search``, and its storage.
 
@@ -120,12 +156,13 @@ def open_study(url: str, name: str | None, *, who: str, flag: str = "--study"
     nothing.
     """
     shown = mask_url(url)
-    path = sqlite_file(url)
+    path = sqlite_file(url) or journal_file(url)
     if path is not None and not path.is_file():
         what = f"study {name!r}" if name else "study"
-        raise UserError(f"{who}: no {what} in {shown}; the database file {path} does not "
+        kind = "journal" if journal_file(url) else "database"
+        raise UserError(f"{who}: no {what} in {shown}; the {kind} file {path} does not "
                         f"exist; check --storage (nas-prune search writes it to RUN/search.json)")
-    storage = open_storage(url, who=who)
+    storage = open_storage(url, who=who, heartbeat=heartbeat)
     try:
         names = optuna.study.get_all_study_names(storage)
         if name is None:
@@ -251,6 +288,47 @@ def _requeue_stale(study: optuna.Study, ft: FrozenTrial) -> None:
     _requeue(study, ft)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseStorage
+                           ) -> list[int]:
+    """RUNNING trials of worker processes on this host that no longer exist: marked FAIL
+    ('interrupted: worker died') and enqueued again, once each. For storages without heartbeats
+    (the journal); a process on another host cannot be checked this way."""
+    host = socket.gethostname()
+    dead = []
+    for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        who = str(ft.user_attrs.get("worker", ""))
+        name, _, pid = who.rpartition(":")
+        if name != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        storage.set_trial_user_attr(_trial_id(storage, study, ft.number), "fail_reason",
+                                    f"interrupted: worker {who} died")
+        study.tell(ft.number, state=TrialState.FAIL, skip_if_finished=True)
+        _requeue(study, ft)
+        dead.append(ft.number)
+    return dead
+
+
+def reap_dead_workers(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    """Trials of dead workers failed and enqueued again: Optuna's heartbeat check for
+    relational storages, the process-id check for the journal."""
+    if isinstance(storage, optuna.storages.JournalStorage):
+        fail_dead_local_trials(study, storage)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+
 def fail_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
     """Mark every RUNNING trial FAIL ('interrupted') and enqueue it again; returns the numbers.
 
@@ -283,6 +361,35 @@ def progress_counts(study: optuna.Study) -> tuple[int, int, int]:
 
 
 # ---- running trials ------------------------------------------------------------------------
+def artifact_store(study: optuna.Study) -> Any:
+    """Optuna's file-system artifact store in the run directory (``RUN/artifacts``), or None
+    where this process cannot reach the run directory (a worker on another machine)."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    run_dir = study.user_attrs.get(ATTR_RUN_DIR)
+    if not run_dir or not Path(run_dir).is_dir():
+        return None
+    path = Path(run_dir) / ARTIFACTS
+    path.mkdir(exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def upload_architecture(trial: optuna.Trial, setup: SearchSetup, widths, store: Any) -> None:
+    """The trial's architecture YAML as an Optuna artifact, shown with the trial by
+    ``optuna-dashboard --artifact-dir RUN/artifacts``."""
+    import tempfile
+
+    from optuna.artifacts import upload_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"trial-{trial.number}.yaml"
+        setup.spec(widths, trial=trial.number).save(path)
+        with warnings.catch_warnings():  # artifacts are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                            mimetype="text/yaml", encoding="utf-8")
+
+
 def make_objective(setup: SearchSetup) -> Callable[[optuna.Trial], Any]:
     cspace = setup.cspace
     single = cspace.objective == "single"
@@ -293,6 +400,8 @@ def make_objective(setup: SearchSetup) -> Callable[[optuna.Trial], Any]:
             cand = cspace.decode(params)
             for key, value in candidate_attrs(cand, setup).items():
                 trial.set_user_attr(key, value)
+            if cand.widths is not None and (store := artifact_store(trial.study)) is not None:
+                upload_architecture(trial, setup, cand.widths, store)
             if cand.rejected:
                 trial.set_user_attr("state_detail", "REJECTED")
                 raise optuna.TrialPruned(f"rejected: {cand.reason}")
@@ -345,7 +454,8 @@ def _known(study: optuna.Study, widths) -> dict:
     return known_results(widths, trials)
 
 
-def run_trials(study: optuna.Study, setup: SearchSetup, *, total: int | None,
+def run_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, setup: SearchSetup,
+               *, total: int | None,
                n_trials: int | None = None, timeout: float | None = None,
                on_record: Callable[[TrialRecord, optuna.Study], None] | None = None,
                wait_for_others: bool = True, poll_s: float = 2.0,
@@ -361,6 +471,8 @@ def run_trials(study: optuna.Study, setup: SearchSetup, *, total: int | None,
     def after_trial(study: optuna.Study, ft: FrozenTrial) -> None:
         nonlocal ran
         ran += 1
+        if isinstance(storage, optuna.storages.JournalStorage):
+            fail_dead_local_trials(study, storage)  # Optuna checks heartbeat storages itself
         record = record_of(ft)
         if record is not None and on_record is not None:
             on_record(record, study)
@@ -391,9 +503,7 @@ def run_trials(study: optuna.Study, setup: SearchSetup, *, total: int | None,
         if on_wait is not None and running != last_wait:
             on_wait(running)
         last_wait = running
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # re-enqueues trials of dead workers
+        reap_dead_workers(study, storage)  # re-enqueues trials of dead workers
         time.sleep(poll_s)
 
 
@@ -441,7 +551,7 @@ class OptunaBackend(SearchBackend):
 
     def stored(self, cfg: Config, run_dir: Path) -> SearchSetup | None:
         loc = self.location(cfg, run_dir)
-        path = sqlite_file(loc.storage)
+        path = sqlite_file(loc.storage) or journal_file(loc.storage)
         if path is not None and not path.is_file():
             return None
         storage = open_storage(loc.storage, who=f"run directory {run_dir}")
@@ -461,9 +571,10 @@ class OptunaBackend(SearchBackend):
         cfg = setup.cfg
         loc = self.location(cfg, run_dir)
         total = cfg.search.n_trials
+        heartbeat = (cfg.search.heartbeat_interval, cfg.search.grace_period)
         if resume:
             study, storage = open_study(loc.storage, loc.study_name,
-                                        who=f"run directory {run_dir}")
+                                        who=f"run directory {run_dir}", heartbeat=heartbeat)
             interrupted = fail_interrupted(study, storage)
             if interrupted:
                 events.message(f"marked {len(interrupted)} interrupted trial(s) FAIL and queued "
@@ -473,15 +584,17 @@ class OptunaBackend(SearchBackend):
                            f"queued")
             study.set_user_attr(ATTR_TOTAL, total)
         else:
-            study = create_study(setup, open_storage(loc.storage), loc.study_name,
-                                 run_dir=run_dir, n_trials=total)
+            storage = open_storage(loc.storage, heartbeat=heartbeat)
+            study = create_study(setup, storage, loc.study_name, run_dir=run_dir,
+                                 n_trials=total)
         _use_rules(study, setup, total=total, worker=False)
 
         def on_record(record: TrialRecord, study: optuna.Study) -> None:
             write_records(run_dir, records_of(study))
             events.trial(record)
 
-        run_trials(study, setup, total=total, timeout=cfg.search.timeout, on_record=on_record,
+        run_trials(study, storage, setup, total=total, timeout=cfg.search.timeout,
+                   on_record=on_record,
                    on_wait=lambda n: events.message(f"waiting for {n} trial(s) of other "
                                                     f"workers"))
         return records_of(study)
@@ -518,10 +631,20 @@ def run_worker(storage_url: str, study_name: str | None, *, device: str | None =
     events = events or SearchEvents()
     study, _ = open_study(storage_url, study_name, who="worker")
     setup = stored_setup(study, device=device)
+    search = setup.cfg.search
+    # again with the run's heartbeat settings (the first open only read them)
+    study, storage = open_study(storage_url, study.study_name, who="worker",
+                                heartbeat=(search.heartbeat_interval, search.grace_period))
+    if sqlite_file(storage_url) is not None:
+        events.message("worker: SQLite serialises every write through one file lock and is "
+                       "Optuna's documented trouble spot with several writers; for several "
+                       "processes use journal:///PATH (one machine or a shared file system), "
+                       "for several machines PostgreSQL (see the README, 'Storages')")
     total = int(study.user_attrs.get(ATTR_TOTAL, setup.cfg.search.n_trials))
     _use_rules(study, setup, total=total, worker=True)
     events.message(f"joined study {study.study_name!r} in {mask_url(storage_url)}: total "
                    f"{total} trials, device {resolve_device(setup.cfg.device)}")
-    run_trials(study, setup, total=None if n_trials is not None else total, n_trials=n_trials,
+    run_trials(study, storage, setup, total=None if n_trials is not None else total,
+               n_trials=n_trials,
                on_record=lambda r, _s: events.trial(r), wait_for_others=False)
     return records_of(study)
