@@ -252,6 +252,36 @@ def init_ray(setup: SearchSetup) -> tuple[bool, str | None]:
     return True, _dashboard_url(getattr(ctx, "dashboard_url", None))
 
 
+def dashboard_auth(url: str, timeout: float = 5.0) -> str:
+    """'token' when the dashboard answers 401 without a token (Ray's token authentication,
+    on by default for local clusters since Ray 2.59), 'none' when it answers, 'unknown' when
+    it cannot be reached."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/v0/nodes?limit=1", timeout=timeout):
+            return "none"
+    except urllib.error.HTTPError as exc:
+        return "token" if exc.code == 401 else "unknown"
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def dashboard_lines(url: str | None) -> list[str]:
+    """What a user needs to open the Ray dashboard, in lines to print."""
+    if not url:
+        return ["Ray dashboard: not available"]
+    auth = dashboard_auth(url)
+    if auth != "token":
+        return [f"Ray dashboard: {url}"]
+    return [f"Ray dashboard: {url} (token authentication is on: the page asks for the token)",
+            "  the token: `ray get-auth-token` (kept in ~/.ray/auth_token); API clients send "
+            "'Authorization: Bearer <token>'",
+            "  without authentication (a trusted machine only): set RAY_AUTH_MODE=disabled "
+            "before the search starts Ray"]
+
+
 def _dashboard_url(url: str | None) -> str | None:
     if not url:
         return None
@@ -279,7 +309,8 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
         setup = dataclasses.replace(setup, cfg=dataclasses.replace(
             cfg, data=dataclasses.replace(cfg.data, root=str(Path(cfg.data.root).resolve()))))
     started, url = init_ray(setup)
-    say(f"Ray dashboard: {url}" if url else "Ray dashboard: not available")
+    for line in dashboard_lines(url):
+        say(line)
     try:
         cspace = setup.cspace
         multi = cspace.objective == "multi"
