@@ -51,11 +51,14 @@ PARTS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Source:
-    """One image file: its path, class index and part (0 train, 1 val, 2 test)."""
+    """One image file: its path, class index and part (0 train, 1 val, 2 test), and the size
+    and modification time the cache key is made of."""
 
     path: Path
     label: int
     part: int
+    size: int = 0
+    mtime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,10 +96,23 @@ def _class_dirs(folder: Path) -> list[Path]:
                   key=lambda d: d.name)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                  and p.is_file() and not any(s.startswith(".") for s in
-                                              p.relative_to(folder).parts))
+def _images_in(folder: Path) -> list[tuple[Path, int, int]]:
+    """(path, size, mtime_ns) of the image files under ``folder`` (hidden entries skipped),
+    sorted: one ``os.scandir`` pass and one stat per file (a cached load is mostly this)."""
+    out: list[tuple[Path, int, int]] = []
+    stack = [str(folder)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    stack.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and \
+                        entry.is_file():
+                    st = entry.stat()
+                    out.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+    return sorted(out)
 
 
 def folder_sources(root: str | Path) -> tuple[str, tuple[str, ...], list[Source]]:
@@ -135,7 +151,7 @@ def folder_sources(root: str | Path) -> tuple[str, tuple[str, ...], list[Source]
                                 f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove the "
                                 f"folder")
             label = classes.index(name)
-            sources += [Source(p, label, part) for p in files]
+            sources += [Source(p, label, part, size, mtime) for p, size, mtime in files]
     return layout, tuple(classes), sources
 
 
@@ -190,11 +206,10 @@ def load_folder(root: str | Path, *, size: int, channels: int | None, cache_dir:
                 workers: int | None = None, skip_bad: bool = False) -> CachedImages:
     """An image folder through the cache: decoded once, memory-mapped afterwards."""
     layout, classes, sources = folder_sources(root)
-    stats = []
-    for s in sources:
-        st = s.path.stat()
-        stats.append((str(s.path.resolve()), st.st_size, st.st_mtime_ns, s.label, s.part))
-    key = _key([CACHE_VERSION, "folder", size, channels or "auto",
+    base = Path(root).expanduser()
+    stats = [(str(s.path.relative_to(base)), s.size, s.mtime_ns, s.label, s.part)
+             for s in sources]
+    key = _key([CACHE_VERSION, "folder", str(base.resolve()), size, channels or "auto",
                 "resize-shorter-bilinear-centercrop", skip_bad, classes, *stats])
     entry = cache_root(cache_dir) / f"folder-{key}"
     cached = _read_entry(entry, layout)
