@@ -93,7 +93,7 @@ GPU_DEFAULTS: dict[str, Any] = {
     "share_epochs": 4, "share_k": [1, 2, 4],
 }
 SMOKE_DEFAULTS: dict[str, Any] = {
-    "device": "cpu", "budget": 170.0, "batch_size": 32,
+    "device": "cpu", "budget": 190.0, "batch_size": 32,
     "loader_spaces": "vgg16_cifar", "loader_images": 64, "loader_workers": [0],
     "loader_repeats": 1,
     "epoch_spaces": "resnet56_cifar,vgg16_cifar", "epoch_images": 32, "epoch_val": 16,
