@@ -761,7 +761,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="the JSON (default: $OUT/gpu_check.json, else %(default)s)")
     p.add_argument("--smoke", action="store_true",
                    help="every step on the CPU at a tiny size (a check of the script)")
-    p.add_argument("--steps", default=",".join(STEPS), help="comma-separated, of " + ",".join(STEPS))
+    p.add_argument("--steps", default=",".join(STEPS),
+                   help="comma-separated, of " + ",".join(STEPS))
     p.add_argument("--device", help="cuda (default) or cuda:N; cpu with --smoke")
     p.add_argument("--budget", type=float, help="seconds for the whole run (default 420)")
     p.add_argument("--batch-size", type=int)
