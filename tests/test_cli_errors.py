@@ -113,7 +113,8 @@ CASES = [
     Case("search-run-dir-is-a-file",
          lambda e: ["search", *e.sets, "--set", f"run_dir={e.a_file}"], "a_file"),
     # propose
-    Case("propose-bad-float", lambda e: ["propose", "--budget", "half"], "invalid float value"),
+    Case("propose-bad-float", lambda e: ["propose", "--budget", "half"],
+         "--budget: 'half' is neither a ratio in (0, 1] nor a time"),
     Case("propose-bad-metric", lambda e: ["propose", "--metric", "macs"], "invalid choice"),
     Case("propose-unknown-method", lambda e: ["propose", *e.sets, "-m", "nope"],
          "seed_method.name: 'nope'"),
