@@ -153,7 +153,9 @@ def _counted(trials) -> list:
 
 def _many_workers(tmp_path: Path, storage: str, total: int, workers: int) -> None:
     run = tmp_path / tmp_path.name  # the study's name: unique on a shared server
-    search_proc = _search(tmp_path, run, storage, "--n-trials", str(total))
+    # trials of a few seconds each (6 epochs of 4,000 images), so that the search alone needs
+    # far longer for its total than a worker process needs to start
+    search_proc = _search(tmp_path, run, storage, "--n-trials", str(total), train=4000)
     # workers join as soon as the study exists; with this many trials left for one process
     # they start well before it could finish them (a stopped process could hold a database
     # lock, so nothing is paused here)
@@ -183,9 +185,10 @@ def test_postgresql_with_the_search_and_three_workers(tmp_path, postgres_url):
 
 def _kill_mid_trial(tmp_path: Path, storage: str, *flags: str) -> None:
     run, total = tmp_path / tmp_path.name, 10
-    # trials long enough (12 epochs each) that the search cannot finish before the worker is in
+    # trials long enough (12 epochs of 4,000 images) that the search cannot finish before the
+    # worker is in, and that the kill lands inside one of the worker's trials
     search_proc = _search(tmp_path, run, storage, "--n-trials", str(total), *flags, epochs=6,
-                          train=1000)
+                          train=4000)
     _wait(storage, run.name, lambda ts: len(ts) > 0, [search_proc])
     worker = _worker(storage, run.name)
 
