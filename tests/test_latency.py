@@ -184,8 +184,10 @@ def test_a_search_under_a_latency_budget_measures_every_candidate(tmp_path, caps
     complete = [t for t in trials if t["state"] == "COMPLETE"]
     assert complete and all(t.get("cost_ratio") is not None for t in complete)
     for t in complete:
-        if t["role"] == "search":  # the direct measurement met the budget
-            assert abs(t["cost_ratio"] - 0.5) <= 0.1 * 0.5 + 1e-9
+        if t["role"] == "search":  # the direct measurement met the budget, within the
+            # tolerance or half the measurement's interquartile range
+            iqr_ratio = t["latency_iqr_ms"] * t["cost_ratio"] / t["latency_ms"]
+            assert abs(t["cost_ratio"] - 0.5) <= max(0.1 * 0.5, iqr_ratio / 2) + 1e-9
     final = json.loads((run / "final.json").read_text())
     assert all(r["latency_ms"] > 0 and r["latency_iqr_ms"] >= 0 for r in final["rows"])
     assert "latency ms" in out

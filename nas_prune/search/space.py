@@ -175,18 +175,25 @@ class CandidateSpace:
             return cand
         return self._measured(cand, params)
 
+    def within_measured(self, m: Any) -> bool:
+        """A measured latency meets the target: within the tolerance, or within half the
+        measurement's own interquartile range (a measurement cannot place a network more
+        finely than its spread: a 2% band under 5-10% run-to-run noise rejects nearly all)."""
+        band = max(self.tolerance * self.target, (m.q75_ns - m.q25_ns) / 2)
+        return abs(m.median_ns - self.target) <= band
+
     def _measured(self, cand: Candidate, params: Mapping[str, Any]) -> Candidate:
-        """A projected candidate measured on the latency backend. Outside the tolerance, the
-        projection is repeated (twice at most) against the target corrected by the ratio of
-        measured to predicted latency; what still misses is rejected. Baselines and
-        multi-objective points are measured and kept as they are."""
+        """A projected candidate measured on the latency backend. Outside the band of
+        :meth:`within_measured`, the projection is repeated (three times at most) against the
+        target corrected by the ratio of measured to predicted latency; what still misses is
+        rejected. Baselines and multi-objective points are measured and kept as they are."""
         from dataclasses import replace
 
         widths, target = cand.widths, self.target
         m = self.space.latency.measure(widths)
-        if self.within(m.median_ns) or cand.role != "search" or self.objective == "multi":
+        if self.within_measured(m) or cand.role != "search" or self.objective == "multi":
             return replace(cand, cost=m.median_ns, latency=m)
-        for _ in range(2):
+        for _ in range(3):
             predicted = self.space.cost(widths, "latency")
             target = max(1, int(round(target * predicted / m.median_ns)))
             mults = {g: float(params[f"{MULT}{g}"]) for g in self.groups}
@@ -195,7 +202,7 @@ class CandidateSpace:
                 break
             widths = w
             m = self.space.latency.measure(widths)
-            if self.within(m.median_ns):
+            if self.within_measured(m):
                 return replace(cand, widths=widths, cost=m.median_ns, scale=scale, latency=m)
         return Candidate(cand.role, cand.seed_method, None, None, None,
                          f"measured latency {m.median_ms:.3f} ms is "
