@@ -49,6 +49,7 @@ import torch
 from nas_prune import imagecache
 from nas_prune._io import write_json
 from nas_prune._meta import code_version, hardware, now
+from nas_prune.cli._common import table
 from nas_prune.data import DEBIAN_FMNIST, FMNIST_FILES, DataConfig, _read_idx, batches, load_data
 from nas_prune.train import TrainConfig, train
 from nas_prune.widths import SearchSpace, space_source, with_input
@@ -172,15 +173,6 @@ def train_arm(cfg: DataConfig, space_name: str, size: int, tc: TrainConfig, seed
 
 
 # ---- report --------------------------------------------------------------------------------
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    cells = [headers, *rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths, strict=True))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=20000, help="PNG files in the folder")

@@ -47,6 +47,7 @@ from typing import Any
 from nas_prune._io import write_json
 from nas_prune._meta import code_version, hardware, now
 from nas_prune.budget import refine_to_budget
+from nas_prune.cli._common import table
 from nas_prune.errors import UserError
 from nas_prune.latency import BACKENDS, LatencyConfig, LatencyPredictor, device_info
 from nas_prune.widths import SearchSpace
@@ -155,15 +156,6 @@ def backend_summary(cands: list[dict[str, Any]], backend: str, fill: dict[str, A
 
 
 # ---- report --------------------------------------------------------------------------------
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    cells = [headers, *rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths, strict=True))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _rho(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 

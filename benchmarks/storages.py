@@ -43,7 +43,6 @@ import contextlib
 import importlib.metadata
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,6 @@ import time
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +59,7 @@ import torch
 
 from nas_prune._io import write_json
 from nas_prune._meta import REPO_ROOT, code_version, hardware, now
+from nas_prune.cli._common import table
 from nas_prune.search.evaluate import worker_name
 from nas_prune.search.optuna_backend import (
     ATTR_RUN_DIR,
@@ -83,6 +82,7 @@ from nas_prune.search.samplers import (
     make_sampler,
 )
 from nas_prune.search.space import MULT, START
+from nas_prune.testing.postgres import postgres_missing, postgres_server
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 STORAGES = ("sqlite", "journal", "postgresql")
@@ -92,79 +92,6 @@ BASE = dict(zip([f"conv{i}" for i in range(1, 13)],
                 [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512], strict=True))
 STARTS = ("l1", "slimming", "uniform")
 LOW, HIGH = 0.5, 1.5
-
-
-# ---- a throw-away PostgreSQL server (as in tests/test_storages.py) ---------------------------
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / name).is_file():
-            return str(d / name)
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def postgres_missing() -> str | None:
-    """Why a throw-away PostgreSQL server cannot be started here (None: it can)."""
-    if not (_pg_bin("initdb") and _pg_bin("pg_ctl")):
-        return "PostgreSQL server binaries (initdb, pg_ctl; Debian's postgresql) not found"
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return "the psycopg driver is not installed (pip install 'psycopg[binary]')"
-    if os.geteuid() == 0:
-        import pwd
-
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return "running as root without a 'postgres' user to run the server as"
-        if shutil.which("runuser") is None:
-            return "running as root without runuser to start the server as 'postgres'"
-    return None
-
-
-@contextlib.contextmanager
-def postgres_server() -> Iterator[dict[str, Any]]:
-    """A PostgreSQL cluster in a temporary folder, on 127.0.0.1 only; removed after. PostgreSQL
-    refuses to run as root, so as root it runs as the 'postgres' user."""
-    import psycopg
-
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    prefix = [shutil.which("runuser"), "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="nas-prune-pg-bench-"))
-    data, port = root / "data", _free_port()
-    if prefix:
-        shutil.chown(root, "postgres")
-        os.chmod(root, 0o700)
-    try:
-        subprocess.run([*prefix, initdb, "-D", str(data), "-U", "nas", "--auth=trust", "-E",
-                        "UTF8"], check=True, capture_output=True, timeout=180)
-        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                        f"-p {port} -c listen_addresses=127.0.0.1 -k {root} "
-                        f"-c max_connections=50", "start"],
-                       check=True, capture_output=True, timeout=180)
-        try:
-            with psycopg.connect(host="127.0.0.1", port=port, user="nas", dbname="postgres",
-                                 autocommit=True) as conn:
-                conn.execute("CREATE DATABASE studies")
-                version = conn.execute("SHOW server_version").fetchone()[0]
-            yield {"url": f"postgresql://nas@127.0.0.1:{port}/studies",
-                   "server_version": version, "psycopg": psycopg.__version__,
-                   "setup": "initdb --auth=trust, default settings (fsync on), TCP on "
-                            "127.0.0.1, max_connections=50"}
-        finally:
-            subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True, timeout=180)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---- part 1: the storage work of a trial ---------------------------------------------------
@@ -498,15 +425,6 @@ def worker_scaling(args, url_of, work: Path) -> dict[str, Any]:
 
 
 # ---- report --------------------------------------------------------------------------------
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    cells = [headers, *rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths, strict=True))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)

@@ -5,12 +5,9 @@ another process), and each trial's architecture YAML as an Optuna artifact."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ from optuna.trial import TrialState
 
 from nas_prune.rundir import read_json
 from nas_prune.search.optuna_backend import is_interrupted
+from nas_prune.testing.postgres import postgres_missing, postgres_server
 
 from .test_search_common import search, tiny_args
 
@@ -29,63 +27,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 # ---- a throw-away PostgreSQL server --------------------------------------------------------
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / name).is_file():
-            return str(d / name)
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    """A PostgreSQL cluster in a temporary folder, listening on 127.0.0.1 only; removed after.
-    PostgreSQL refuses to run as root, so as root it runs as the 'postgres' user."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server binaries (Debian's postgresql) are not installed")
-    pytest.importorskip("psycopg", reason="psycopg (the test extra) is not installed")
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        runuser = shutil.which("runuser")
-        try:
-            import pwd
-
-            pwd.getpwnam("postgres")
-        except KeyError:
-            runuser = None
-        if runuser is None:
-            pytest.skip("running as root without a 'postgres' user to run the server as")
-        prefix = [runuser, "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="nas-prune-pg-"))
-    data, port = root / "data", _free_port()
-    if prefix:
-        shutil.chown(root, "postgres")
-        os.chmod(root, 0o700)
-    subprocess.run([*prefix, initdb, "-D", str(data), "-U", "nas", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                    f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c max_connections=50",
-                    "start"], check=True, capture_output=True, timeout=120)
-    try:
-        import psycopg
-
-        with psycopg.connect(host="127.0.0.1", port=port, user="nas", dbname="postgres",
-                             autocommit=True) as conn:
-            conn.execute("CREATE DATABASE studies")
-        yield f"postgresql://nas@127.0.0.1:{port}/studies"
-    finally:
-        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=120)
-        shutil.rmtree(root, ignore_errors=True)
+    """A PostgreSQL cluster on 127.0.0.1 for this module (nas_prune.testing.postgres)."""
+    why = postgres_missing()
+    if why:
+        pytest.skip(why)
+    with postgres_server() as server:
+        yield server["url"]
 
 
 # ---- helpers -----------------------------------------------------------------------------------
