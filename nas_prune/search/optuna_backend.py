@@ -393,6 +393,7 @@ def upload_architecture(trial: optuna.Trial, setup: SearchSetup, widths, store: 
 def make_objective(setup: SearchSetup) -> Callable[[optuna.Trial], Any]:
     cspace = setup.cspace
     single = cspace.objective == "single"
+    stores: dict[str, Any] = {}  # study name -> its artifact store, looked up once
 
     def objective(trial: optuna.Trial):
         try:
@@ -400,8 +401,11 @@ def make_objective(setup: SearchSetup) -> Callable[[optuna.Trial], Any]:
             cand = cspace.decode(params)
             for key, value in candidate_attrs(cand, setup).items():
                 trial.set_user_attr(key, value)
-            if cand.widths is not None and (store := artifact_store(trial.study)) is not None:
-                upload_architecture(trial, setup, cand.widths, store)
+            name = trial.study.study_name
+            if name not in stores:
+                stores[name] = artifact_store(trial.study)
+            if cand.widths is not None and stores[name] is not None:
+                upload_architecture(trial, setup, cand.widths, stores[name])
             if cand.rejected:
                 trial.set_user_attr("state_detail", "REJECTED")
                 raise optuna.TrialPruned(f"rejected: {cand.reason}")
