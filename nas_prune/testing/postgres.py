@@ -76,7 +76,7 @@ def postgres_server() -> Iterator[dict[str, Any]]:
                         "UTF8"], check=True, capture_output=True, timeout=180)
         subprocess.run([*prefix, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
                         f"-p {port} -c listen_addresses=127.0.0.1 -k {root} "
-                        f"-c max_connections=50", "start"],
+                        f"-c max_connections=300", "start"],
                        check=True, capture_output=True, timeout=180)
         try:
             with psycopg.connect(host="127.0.0.1", port=port, user="nas", dbname="postgres",
@@ -86,7 +86,7 @@ def postgres_server() -> Iterator[dict[str, Any]]:
             yield {"url": f"postgresql://nas@127.0.0.1:{port}/studies",
                    "server_version": version, "psycopg": psycopg.__version__,
                    "setup": "initdb --auth=trust, default settings (fsync on), TCP on "
-                            "127.0.0.1, max_connections=50"}
+                            "127.0.0.1, max_connections=300"}
         finally:
             subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                            capture_output=True, timeout=180)
