@@ -66,6 +66,9 @@ class RayConfig:
     max_concurrent: int = 1
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
+    # custom Ray resources each trial needs (`ray start --resources '{"big_gpu": 1}'` on the
+    # nodes that have them): trials then run only there
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,19 @@ class MethodOptions:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """``search.ray.resources``: custom Ray resource names -> a positive amount per trial (CPU
+    and GPU have their own keys)."""
+
+    def check(self, value: Any, key: str) -> None:
+        for name, amount in (value or {}).items():
+            if name.upper() in ("CPU", "GPU") or not name.strip():
+                raise UserError(f"{key}: {name!r} is not a custom resource; set CPUs and GPUs "
+                                f"with search.ray.cpus_per_trial / gpus_per_trial")
+            Range(0, 1e9, lo_open=True).check(amount, f"{key}.{name}")
+
+
+@dataclass(frozen=True)
 class Rungs:
     """``search.rungs``: empty, or rungs each with epochs >= 1 and seeds >= 1, cheap first."""
 
@@ -393,6 +409,7 @@ RULES: dict[str, Any] = {
     "search.ray.max_concurrent": Range(1, 100_000),
     "search.ray.dashboard_host": NonEmpty("a host name or address"),
     "search.ray.dashboard_port": Range(1, 65535),
+    "search.ray.resources": Resources(),
 }
 # the most a synthetic data set may hold, in float32 values (1 GiB)
 MAX_SYNTHETIC_VALUES = 2 ** 28

@@ -86,6 +86,7 @@ class TrialRecord:
     latency_iqr_ms: float | None = None
     trial_params: dict[str, Any] = field(default_factory=dict)
     worker: str = ""
+    node: str = ""  # the Ray node id that ran it (Ray backend)
     # multi-fidelity (search.rungs): the value of each rung reached, and every measurement
     # (rung, seed, epochs, val_acc, val_curve, status; from_trial when reused from a duplicate)
     rung_values: list[float] = field(default_factory=list)

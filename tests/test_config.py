@@ -69,7 +69,9 @@ def bad_values(key: str, tp) -> list:
             "seed_method.name": ["nope", "", " , ", "slimming,nope"],
             "seed_method.options": [{"nope": {}}, {"l1norm": {"no_such_option": 1}}],
             "search.rungs": [[{"epochs": 0}], [{"epochs": 1, "seeds": 0}],
-                             [{"epochs": 3}, {"epochs": 1}], [{"epochs": 10 ** 6}]]}[key]
+                             [{"epochs": 3}, {"epochs": 1}], [{"epochs": 10 ** 6}]],
+            "search.ray.resources": [{"CPU": 1}, {"gpu": 1}, {"big": 0}, {"big": -1},
+                                     {"big": math.nan}, {" ": 1}]}[key]
 
 
 def good_values(key: str, tp) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -11,13 +12,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.artifacts import get_all_artifact_meta
 
 from nas_prune import build_model, load_spec
 from nas_prune.cli import main
 from nas_prune.rundir import read_json
+from nas_prune.search.optuna_backend import records_of
 
-from .test_search_common import read_csv, search
+from .test_search_common import read_csv, search, storage_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -122,8 +126,33 @@ def test_ray_search_runs_trials_records_them_and_serves_the_dashboard(tmp_path: 
     assert info["backend"] == "ray" and info["finished"]
     assert (run / "ray" / "tune").is_dir()
 
-    # export rebuilds the records from Ray's result files alone
+    assert info["study_name"] == run.name and info["storage"] == storage_of(run)
+
+    # the search is an Optuna study too: the same records, with Tune's numbers, the Ray node,
+    # and each trial's architecture YAML as an artifact
+    study = optuna.load_study(study_name=run.name, storage=storage_of(run))
+    by_number = {r.number: r for r in records_of(study)}
+    assert sorted(by_number) == [0, 1, 2]
+    for row in rows:
+        rec = by_number[int(row["number"])]
+        assert (rec.state, rec.role, rec.backend) == (row["state"], row["role"], "ray")
+        assert json.dumps(rec.widths) == row["widths"] and rec.node
+    metas = get_all_artifact_meta(study.trials[0], storage=study._storage)
+    assert [m.filename for m in metas] == [f"trial-{by_number[0].number}.yaml"]
+    assert all(t.state.is_finished() for t in study.trials)
+
+    # export reads the study alone (the run's records and Ray's results deleted) ...
     (run / "trials.jsonl").unlink()
+    shutil.move(run / "ray", tmp_path / "ray-results")
+    assert main(["export", str(run)]) == 0
+    assert "from study" in capsys.readouterr().out
+    again = read_csv(run)
+    assert [(r["number"], r["state"], r["widths"]) for r in again] == \
+        [(r["number"], r["state"], r["widths"]) for r in rows]
+    # ... and Ray's result files alone, for a run without its study
+    shutil.move(tmp_path / "ray-results", run / "ray")
+    (run / "trials.jsonl").unlink()
+    (run / "study.db").rename(tmp_path / "study.db")
     assert main(["export", str(run)]) == 0
     again = read_csv(run)
     assert [r["number"] for r in again] == [r["number"] for r in rows]

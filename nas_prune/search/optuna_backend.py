@@ -93,10 +93,11 @@ def journal_file(url: str) -> Path | None:
 
 
 def open_storage(url: str, *, who: str = "search.storage",
-                 heartbeat: tuple[int, int] = (HEARTBEAT_S, GRACE_S)
+                 heartbeat: tuple[int, int] | None = (HEARTBEAT_S, GRACE_S)
                  ) -> optuna.storages.BaseStorage:
     """An Optuna storage; relational ones with heartbeats (``heartbeat`` = (interval, grace)
-    seconds) and re-enqueueing of dead trials.
+    seconds; None: none, for a study only one process asks and tells) and re-enqueueing of dead
+    trials.
 
     ``journal:///PATH`` is Optuna's :class:`~optuna.storages.JournalStorage` on a log file (file
     locks, no database server: several processes on one machine or a shared file system); it
@@ -131,6 +132,8 @@ def open_storage(url: str, *, who: str = "search.storage",
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat is None:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                               heartbeat_interval=heartbeat[0],
                                               grace_period=heartbeat[1],
@@ -198,8 +201,13 @@ def is_interrupted(ft: FrozenTrial) -> bool:
 
 
 def record_of(ft: FrozenTrial, backend: str = "optuna") -> TrialRecord | None:
-    """The backend-independent record of a finished trial (None while running or waiting)."""
+    """The backend-independent record of a finished trial (None while running or waiting).
+
+    A Ray search's study (:mod:`nas_prune.search._ray_study`) keeps Tune's trial number, the
+    backend and the Ray node in user attributes; its superseded trials have no record."""
     ua = ft.user_attrs
+    if ua.get("superseded"):
+        return None
     if ft.state == TrialState.COMPLETE:
         state = "COMPLETE"
     elif ft.state == TrialState.PRUNED:
@@ -215,22 +223,28 @@ def record_of(ft: FrozenTrial, backend: str = "optuna") -> TrialRecord | None:
     if state == "COMPLETE" and ft.values:
         val_acc = float(ft.values[0])
     return TrialRecord(
-        number=ft.number, state=state, role=str(ua.get("role", "search")),
+        number=int(ua.get("ray_number", ft.number)), state=state,
+        role=str(ua.get("role", "search")),
         seed_method=ua.get("seed_method"), widths=ua.get("widths"), flops=ua.get("flops"),
         params=ua.get("params"), flops_ratio=ua.get("flops_ratio"), val_acc=val_acc,
         best_val_acc=ua.get("best_val_acc"), val_curve=list(ua.get("val_curve") or []),
         epochs=int(ua.get("epochs") or 0), wall_time=float(ua.get("wall_time") or 0.0),
         datetime_start=ft.datetime_start.isoformat() if ft.datetime_start else None,
         datetime_complete=ft.datetime_complete.isoformat() if ft.datetime_complete else None,
-        reason=reason, backend=backend, epochs_planned=int(ua.get("epochs_planned") or 0),
+        reason=reason, backend=str(ua.get("backend", backend)),
+        epochs_planned=int(ua.get("epochs_planned") or 0),
         cost_ratio=ua.get("cost_ratio"), scale=ua.get("scale"), trial_params=dict(ft.params),
         latency_ms=ua.get("latency_ms"), latency_iqr_ms=ua.get("latency_iqr_ms"),
-        worker=str(ua.get("worker", "")), rung_values=list(ua.get("rung_values") or []),
+        worker=str(ua.get("worker", "")), node=str(ua.get("node", "")), rung_values=list(ua.get("rung_values") or []),
         measurements=list(ua.get("measurements") or []))
 
 
 def records_of(study: optuna.Study) -> list[TrialRecord]:
-    return [r for ft in study.get_trials(deepcopy=False) if (r := record_of(ft)) is not None]
+    """The records of the study's finished trials; where several have one number (a Ray
+    trial run again after its worker died), the latest."""
+    out = {r.number: r for ft in study.get_trials(deepcopy=False)
+           if (r := record_of(ft)) is not None}
+    return sorted(out.values(), key=lambda r: r.number)
 
 
 # ---- study lifecycle -----------------------------------------------------------------------
@@ -239,8 +253,9 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
 
 
 def create_study(setup: SearchSetup, storage: optuna.storages.BaseStorage, name: str, *,
-                 run_dir: str | Path, n_trials: int) -> optuna.Study:
-    """A new study with the run's setup in its user attributes and the baselines enqueued."""
+                 run_dir: str | Path, n_trials: int, enqueue: bool = True) -> optuna.Study:
+    """A new study with the run's setup in its user attributes and (``enqueue``) the
+    baselines enqueued."""
     directions = ["maximize"] if setup.cspace.objective == "single" else ["maximize", "minimize"]
     study = optuna.create_study(storage=storage, study_name=name, directions=directions)
     with warnings.catch_warnings():  # experimental since Optuna 3.2
@@ -250,7 +265,7 @@ def create_study(setup: SearchSetup, storage: optuna.storages.BaseStorage, name:
     study.set_user_attr(ATTR_SETUP, setup.to_dict())
     study.set_user_attr(ATTR_TOTAL, int(n_trials))
     study.set_user_attr(ATTR_RUN_DIR, str(Path(run_dir).resolve()))
-    for params, role, method in setup.cspace.baseline_points():
+    for params, role, method in setup.cspace.baseline_points() if enqueue else []:
         study.enqueue_trial(params, user_attrs={"role": role, "seed_method": method})
     return study
 
@@ -374,16 +389,19 @@ def artifact_store(study: optuna.Study) -> Any:
     return FileSystemArtifactStore(str(path))
 
 
-def upload_architecture(trial: optuna.Trial, setup: SearchSetup, widths, store: Any) -> None:
+def upload_architecture(trial: optuna.Trial, setup: SearchSetup, widths, store: Any, *,
+                        number: int | None = None) -> None:
     """The trial's architecture YAML as an Optuna artifact, shown with the trial by
-    ``optuna-dashboard --artifact-dir RUN/artifacts``."""
+    ``optuna-dashboard --artifact-dir RUN/artifacts``; ``number``: the run's trial number
+    where it is not the study's (a Ray trial)."""
     import tempfile
 
     from optuna.artifacts import upload_artifact
 
+    number = trial.number if number is None else number
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"trial-{trial.number}.yaml"
-        setup.spec(widths, trial=trial.number).save(path)
+        path = Path(tmp) / f"trial-{number}.yaml"
+        setup.spec(widths, trial=number).save(path)
         with warnings.catch_warnings():  # artifacts are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
@@ -532,6 +550,45 @@ def _use_rules(study: optuna.Study, setup: SearchSetup, *, total: int, worker: b
                                        reduction_factor=search.reduction_factor)
 
 
+def study_location(cfg: Config, run_dir: str | Path) -> Location:
+    """``search.storage`` (default RUN/study.db) and ``search.study_name`` (default: the name
+    RUN/search.json recorded, so a renamed run directory keeps its study; for a new search the
+    run directory's name). The Optuna and the Ray backend keep their studies there."""
+    url = cfg.search.storage or default_storage(run_dir)
+    recorded = (read_json(Path(run_dir) / SEARCH_JSON) or {}).get("study_name")
+    name = cfg.search.study_name or recorded or Path(run_dir).resolve().name
+    return Location(f"study {name!r} in {mask_url(url)}", study_name=name, storage=url)
+
+
+def study_url(run_dir: str | Path, info: dict[str, Any], storage: str | None) -> str:
+    """The storage URL of a finished search's study: ``storage`` given by the user, else the
+    configured one RUN/search.json recorded, else the run directory's own study.db, wherever
+    the directory is now (search.json holds the absolute URL of where it was made)."""
+    stored = read_json(Path(run_dir) / SETUP_JSON) or {}
+    configured = (stored.get("config") or {}).get("search", {}).get("storage")
+    url = storage or (info.get("storage") if configured else default_storage(run_dir))
+    if not url or "***" in url:
+        raise UserError(f"{run_dir}: the study's storage URL is not recorded in full; pass "
+                        f"--storage URL")
+    return url
+
+
+def load_study(run_dir: str | Path, info: dict[str, Any], *, storage: str | None = None
+               ) -> tuple[SearchSetup, list[TrialRecord], str]:
+    """(setup, records, where from) of the study of a finished or interrupted search."""
+    url = study_url(run_dir, info, storage)
+    name = info.get("study_name")
+    study, _ = open_study(url, name, who=f"{run_dir}", flag="study_name in search.json")
+    setup = stored_setup(study)
+    try:
+        records = records_of(study)
+    except Exception as exc:  # a damaged database can fail on any query
+        raise UserError(f"{run_dir}: cannot read the trials of study {name!r} in "
+                        f"{mask_url(url)} ({_error_line(exc)}); restore the database"
+                        ) from None
+    return setup, records, f"study {study.study_name!r} in {mask_url(url)}"
+
+
 class OptunaBackend(SearchBackend):
     """Trials in an Optuna study (``search.storage``, default ``sqlite:///RUN/study.db``)."""
 
@@ -545,13 +602,7 @@ class OptunaBackend(SearchBackend):
         check_early_stopping(s.early_stopping)
 
     def location(self, cfg: Config, run_dir: Path) -> Location:
-        """``search.storage`` (default RUN/study.db) and ``search.study_name`` (default: the
-        name RUN/search.json recorded, so a renamed run directory keeps its study; for a new
-        search the run directory's name)."""
-        url = cfg.search.storage or default_storage(run_dir)
-        recorded = (read_json(Path(run_dir) / SEARCH_JSON) or {}).get("study_name")
-        name = cfg.search.study_name or recorded or Path(run_dir).resolve().name
-        return Location(f"study {name!r} in {mask_url(url)}", study_name=name, storage=url)
+        return study_location(cfg, run_dir)
 
     def stored(self, cfg: Config, run_dir: Path) -> SearchSetup | None:
         loc = self.location(cfg, run_dir)
@@ -605,24 +656,7 @@ class OptunaBackend(SearchBackend):
 
     def load(self, run_dir: Path, info: dict[str, Any], *, storage: str | None = None
              ) -> tuple[SearchSetup, list[TrialRecord], str]:
-        # the default storage is the run directory's own study.db, wherever the directory is
-        # now (search.json holds the absolute URL of where it was made)
-        stored = read_json(Path(run_dir) / SETUP_JSON) or {}
-        configured = (stored.get("config") or {}).get("search", {}).get("storage")
-        url = storage or (info.get("storage") if configured else default_storage(run_dir))
-        if not url or "***" in url:
-            raise UserError(f"{run_dir}: the study's storage URL is not recorded in full; pass "
-                            f"--storage URL")
-        name = info.get("study_name")
-        study, _ = open_study(url, name, who=f"{run_dir}", flag="study_name in search.json")
-        setup = stored_setup(study)
-        try:
-            records = records_of(study)
-        except Exception as exc:  # a damaged database can fail on any query
-            raise UserError(f"{run_dir}: cannot read the trials of study {name!r} in "
-                            f"{mask_url(url)} ({_error_line(exc)}); restore the database"
-                            ) from None
-        return setup, records, f"study {study.study_name!r} in {mask_url(url)}"
+        return load_study(run_dir, info, storage=storage)
 
 
 def run_worker(storage_url: str, study_name: str | None, *, device: str | None = None,

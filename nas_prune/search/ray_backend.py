@@ -2,9 +2,12 @@
 
 The same candidate space and sampler as the Optuna backend run inside Ray Tune:
 
-* ``OptunaSearch`` with the candidate space as a define-by-run function
-  (:meth:`CandidateSpace.suggest`), the configured Optuna sampler (seeded), and the seed and
-  uniform baselines as ``points_to_evaluate``, so they are the first trials.
+* Ray's ``OptunaSearch`` (as :class:`~nas_prune.search._ray_study.StudySearch`) with the
+  candidate space as a define-by-run function (:meth:`CandidateSpace.suggest`), the configured
+  Optuna sampler (seeded), and the seed and uniform baselines as ``points_to_evaluate``, so they
+  are the first trials. It asks and tells an Optuna study in ``search.storage`` (default
+  ``RUN/study.db``) and records each finished trial there as the Optuna backend does, so a Ray
+  search is also an Optuna study: ``optuna-dashboard`` and ``nas-prune export/report`` read it.
 * Early stopping from per-epoch ``tune.report`` calls, or one per rung with ``search.rungs``
   (:data:`SCHEDULERS`): ``halving`` is ASHA (asynchronous successive halving, with the config's
   reduction factor), ``hyperband`` asynchronous Hyperband (ASHA over 3 brackets), ``median``
@@ -15,19 +18,24 @@ The same candidate space and sampler as the Optuna backend run inside Ray Tune:
 * A function trainable with ``reuse_actors=True``: the data set is loaded once per worker process
   (:func:`nas_prune.scratch.data_for` caches it) and never shipped; trials receive the config and
   candidate space as one JSON string. ``tune.with_resources`` gives every trial
-  ``gpus_per_trial`` GPUs (fractions allowed, trials then share a device) and
-  ``cpus_per_trial`` CPUs; ``max_concurrent`` trials run at once. :meth:`RayBackend.check`
-  validates them (and that Ray is installed) before any base network trains.
+  ``gpus_per_trial`` GPUs (fractions allowed, trials then share a device), ``cpus_per_trial``
+  CPUs and the custom ``resources`` (trials then run only on nodes that have them);
+  ``max_concurrent`` trials run at once. :meth:`RayBackend.check` validates them (and that Ray
+  is installed) before any base network trains. Each trial records the Ray node that ran it.
 * Without ``search.ray.address`` a local Ray starts with its dashboard on
   ``dashboard_host:dashboard_port``; with ``auto`` or ``ray://HOST:PORT`` it joins a cluster (on
   which nas-prune must be installed) and reports that cluster's dashboard.
 * Results live under ``RUN/ray/tune`` (``RunConfig(storage_path=...)``); ``--resume`` continues
-  them with ``Tuner.restore``. A driver-side callback turns every finished trial into a
-  :class:`~nas_prune.rundir.TrialRecord` and rewrites ``RUN/trials.csv``/``.jsonl``.
+  them with ``Tuner.restore`` (also after the driver was killed: unfinished trials and those
+  that errored, e.g. on a worker that died, start again;
+  a trial the driver recorded finished after Tune's last saved state replays its result from
+  ``RUN/ray/finished.json`` instead of training again). A driver-side callback turns every
+  finished trial into a :class:`~nas_prune.rundir.TrialRecord` and rewrites
+  ``RUN/trials.csv``/``.jsonl``.
 
-A rejected or failed trial tells the sampler an objective of 0 (no accuracy): it ranks below
-every trained candidate, as a pruned trial does in the Optuna backend. Its record keeps
-``val_acc`` empty. Ray is imported only in this module.
+A rejected trial is told to the study as PRUNED and a failed one as FAIL, as in the Optuna
+backend; their records keep ``val_acc`` empty and Tune's schedulers see an objective of 0.
+Ray is imported only in this module and :mod:`~nas_prune.search._ray_study`.
 """
 
 from __future__ import annotations
@@ -37,21 +45,33 @@ import datetime as _dt
 import functools
 import importlib.util
 import json
+import logging
+import os
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .._io import write_json
 from ..config import Config
 from ..errors import UserError
 from ..rundir import SETUP_JSON, TrialRecord, read_json, read_records, write_records
 from ._backend import Location, SearchBackend, SearchEvents
 from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
+from .optuna_backend import journal_file, load_study, sqlite_file, study_location, study_url
 from .samplers import check_early_stopping, make_sampler
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "tune"
 METRIC = "objective"
+FINISHED = "finished.json"
+#: seconds between Tune's saves of the experiment state (its default adapts from 10 s up):
+#: trials created after the last save are unknown to a restored experiment (a trial running
+#: then is started afresh under its number), so save often; a save of a search's few hundred
+#: trials takes milliseconds
+CHECKPOINT_S = "1"
 
 
 def experiment_dir(run_dir: str | Path) -> Path:
@@ -64,11 +84,27 @@ def _setup_of(setup_json: str) -> SearchSetup:
     return SearchSetup.from_dict(json.loads(setup_json))
 
 
-def run_trial(config: dict[str, Any], setup_json: str) -> None:
-    """One Ray trial: decode, train with per-epoch reports, report the outcome."""
+#: what Tune adds to every reported result (left out when a finished result is replayed)
+_TUNE_KEYS = frozenset((
+    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
+    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config",
+    "time_since_restore", "iterations_since_restore", "experiment_tag", "should_checkpoint"))
+
+
+def run_trial(config: dict[str, Any], setup_json: str, finished: str = "{}") -> None:
+    """One Ray trial: decode, train with per-epoch reports, report the outcome.
+
+    ``finished``: Ray trial id -> the last result of trials the driver recorded as finished
+    before it stopped (JSON). Tune restarts a trial that finished after its last saved state;
+    such a trial reports its recorded result again instead of training a second time."""
+    import ray
     import torch
     from ray import tune
 
+    done = json.loads(finished).get(tune.get_context().get_trial_id())
+    if done is not None:
+        tune.report({**done, "replayed": True})
+        return
     setup = _setup_of(setup_json)
     torch.set_num_threads(max(1, int(setup.cfg.search.ray.cpus_per_trial)))
     cspace = setup.cspace
@@ -78,6 +114,7 @@ def run_trial(config: dict[str, Any], setup_json: str) -> None:
         attrs["widths"] = json.dumps(cand.widths)
     base = {k: v for k, v in attrs.items() if v is not None}
     base.setdefault("cost_ratio", 1.0)
+    base["node"] = ray.get_runtime_context().get_node_id()
     if cand.rejected:
         tune.report({**base, METRIC: 0.0, "state": "REJECTED", "reason": cand.reason})
         return
@@ -157,6 +194,7 @@ def record_from_result(number: int, params: dict[str, Any], result: dict[str, An
         epochs_planned=planned, cost_ratio=result.get("cost_ratio"), scale=result.get("scale"),
         latency_ms=result.get("latency_ms"), latency_iqr_ms=result.get("latency_iqr_ms"),
         trial_params=dict(params), worker=str(result.get("worker") or ""),
+        node=str(result.get("node") or ""),
         rung_values=_json_list(result.get("rung_values")),
         measurements=_json_list(result.get("measurements")))
 
@@ -170,17 +208,26 @@ def _now() -> str:
     return _dt.datetime.now().isoformat()
 
 
+def finished_path(run_dir: str | Path) -> Path:
+    """RUN/ray/finished.json: Ray trial id -> last result, of every trial recorded finished."""
+    return Path(run_dir).resolve() / "ray" / FINISHED
+
+
 def _make_callback(setup: SearchSetup, run_dir: Path,
-                   on_record: Callable[[TrialRecord], None] | None):
+                   on_record: Callable[[TrialRecord], None] | None, study: Any = None):
     from ray.tune import Callback
 
+    from ._ray_study import record_rerun
+
     class RecordCallback(Callback):
-        """Driver side: one record per finished trial; rewrites RUN/trials.csv and .jsonl."""
+        """Driver side: one record per finished trial; rewrites RUN/trials.csv and .jsonl and
+        RUN/ray/finished.json (what a restarted trial replays, :func:`run_trial`)."""
 
         def __init__(self) -> None:
             self.records = {r.number: r for r in read_records(run_dir)}
             self.started: dict[str, str] = {}
             self.numbers: dict[str, int] = {}
+            self.finished: dict[str, Any] = read_json(finished_path(run_dir)) or {}
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started[trial.trial_id] = _now()
@@ -189,11 +236,23 @@ def _make_callback(setup: SearchSetup, run_dir: Path,
             number = _trial_number(str(getattr(trial, "experiment_tag", "")))
             if number is None:
                 number = self.numbers.setdefault(trial.trial_id, len(self.numbers))
-            rec = record_from_result(number, dict(trial.config),
-                                     dict(trial.last_result or {}), setup=setup, error=error,
-                                     start=self.started.get(trial.trial_id), end=_now())
+            last = dict(trial.last_result or {})
+            if last.get("replayed") and number in self.records:
+                return  # recorded before the driver stopped; nothing was trained again
+            rec = record_from_result(number, dict(trial.config), last, setup=setup,
+                                     error=error, start=self.started.get(trial.trial_id),
+                                     end=_now())
             self.records[rec.number] = rec
             write_records(run_dir, self.records.values())
+            if error is None and study is not None:
+                try:  # an errored trial run again on resume (its searcher is not told)
+                    record_rerun(study, trial.trial_id, rec, setup)
+                except Exception as exc:  # the run directory keeps the record
+                    log.warning("could not record Ray trial %s in the study: %s", number, exc)
+            if error is None:
+                self.finished[trial.trial_id] = {k: v for k, v in last.items()
+                                                 if k not in _TUNE_KEYS}
+                write_json(finished_path(run_dir), self.finished)
             if on_record is not None:
                 on_record(rec)
 
@@ -246,10 +305,21 @@ def init_ray(setup: SearchSetup) -> tuple[bool, str | None]:
             ctx = ray.init(include_dashboard=True, dashboard_host=rc.dashboard_host,
                            dashboard_port=rc.dashboard_port)
     except ConnectionError as exc:
+        hint = "start the cluster or drop --address to run locally"
+        if os.environ.get("RAY_AUTH_MODE", "") != "token" and _token_file().is_file():
+            # a client without RAY_AUTH_MODE=token is refused by a token cluster, and Ray
+            # reports it as an unreachable address
+            hint = ("if the cluster uses token authentication (`ray start` turns it on), run "
+                    "with RAY_AUTH_MODE=token (the token is in ~/.ray/auth_token); else start "
+                    "the cluster or drop --address to run locally")
         raise UserError(f"search.ray.address: cannot reach Ray at {rc.address!r} "
-                        f"({str(exc).splitlines()[0][:160]}); start the cluster or drop "
-                        f"--address to run locally") from None
+                        f"({str(exc).splitlines()[0][:160]}); {hint}") from None
     return True, _dashboard_url(getattr(ctx, "dashboard_url", None))
+
+
+def _token_file() -> Path:
+    """Where Ray keeps the cluster token (RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
 
 
 def dashboard_auth(url: str, timeout: float = 5.0) -> str:
@@ -293,9 +363,12 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
             on_record: Callable[[TrialRecord], None] | None = None,
             on_message: Callable[[str], None] | None = None) -> list[TrialRecord]:
     """Run (or resume) the search with Ray Tune; returns every trial's record."""
+    import optuna
     import ray
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+
+    from ._ray_study import StudySearch, supersede_unfinished
+    from .optuna_backend import create_study, open_storage, open_study, study_exists
 
     say = on_message or (lambda _msg: None)
     run_dir = Path(run_dir).resolve()
@@ -308,6 +381,13 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
     if cfg.data.root:  # trials may run in another working directory
         setup = dataclasses.replace(setup, cfg=dataclasses.replace(
             cfg, data=dataclasses.replace(cfg.data, root=str(Path(cfg.data.root).resolve()))))
+    # the study this search records into (the searcher asks and tells it; one process only)
+    loc = study_location(cfg, run_dir)
+    storage = open_storage(loc.storage, heartbeat=None)
+    if not study_exists(storage, loc.study_name):
+        create_study(setup, storage, loc.study_name, run_dir=run_dir, n_trials=n_trials,
+                     enqueue=False)  # OptunaSearch enqueues the baselines itself
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_S)
     started, url = init_ray(setup)
     for line in dashboard_lines(url):
         say(line)
@@ -320,17 +400,23 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
         sampler = make_sampler(cfg.search.sampler, seed=cfg.random_seed,
                                objective=cspace.objective, n_trials=n_trials,
                                n_baselines=len(points))
-        searcher = OptunaSearch(space=cspace.suggest, metric=metric, mode=mode,
-                                points_to_evaluate=points, sampler=sampler)
+        setup_json = json.dumps(setup.to_dict())
+        searcher = StudySearch(space=cspace.suggest, metric=metric, mode=mode,
+                               points_to_evaluate=points, sampler=sampler,
+                               storage=storage, study_name=loc.study_name,
+                               setup_json=setup_json)
+        finished = json.dumps(read_json(finished_path(run_dir)) or {}) if resume else "{}"
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, setup_json=json.dumps(setup.to_dict())),
-            {"cpu": rc.cpus_per_trial, "gpu": rc.gpus_per_trial})
-        callback = _make_callback(setup, run_dir, on_record)
+            tune.with_parameters(run_trial, setup_json=setup_json, finished=finished),
+            {"cpu": rc.cpus_per_trial, "gpu": rc.gpus_per_trial, **rc.resources})
+        study = optuna.load_study(study_name=loc.study_name, storage=storage)
+        callback = _make_callback(setup, run_dir, on_record, study)
         path = experiment_dir(run_dir)
         if resume and tune.Tuner.can_restore(str(path)):
-            say(f"resuming the Ray Tune experiment in {path}")
+            say(f"resuming the Ray Tune experiment in {path} (trials it had not finished "
+                f"start again; those recorded finished since its last save are not retrained)")
             tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
+                                       resume_errored=True, restart_errored=False)
             _attach(tuner, callback)
         else:
             tuner = tune.Tuner(
@@ -350,6 +436,11 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
             # Tune ends fit() quietly on Ctrl-C after saving its state; so do we
             raise KeyboardInterrupt(f"Ray Tune stopped after {len(records)} of {n_trials} "
                                     f"trials; continue with --resume")
+        study, _ = open_study(loc.storage, loc.study_name, who=f"run directory {run_dir}")
+        lost = supersede_unfinished(study)
+        if lost:
+            say(f"{len(lost)} trial(s) created after Tune's last saved state were lost when "
+                f"the driver stopped; marked failed in the study: {', '.join(map(str, lost))}")
         return records
     finally:
         if started:
@@ -495,7 +586,10 @@ class RayBackend(SearchBackend):
                             f"trial; set --gpus-per-trial (e.g. 1 or 0.5) or --device auto")
 
     def location(self, cfg: Config, run_dir: Path) -> Location:
-        return Location(f"Ray Tune experiment in {experiment_dir(run_dir)}")
+        loc = study_location(cfg, run_dir)
+        return dataclasses.replace(loc, label=f"Ray Tune experiment in "
+                                               f"{experiment_dir(run_dir)}, recorded in "
+                                               f"{loc.label}")
 
     def stored(self, cfg: Config, run_dir: Path) -> SearchSetup | None:
         if not experiment_dir(run_dir).is_dir():
@@ -520,7 +614,18 @@ class RayBackend(SearchBackend):
             raise UserError(f"{run_dir}: no {SETUP_JSON}; the Ray search stopped before its "
                             f"first trial, or the file was deleted")
         setup = SearchSetup.from_dict(stored)
-        return (setup, collect_records(run_dir, setup),
+        files = collect_records(run_dir, setup)
+        if info.get("study_name"):  # recorded in a study (Ray runs made before: not)
+            url = study_url(run_dir, info, storage)
+            path = sqlite_file(url) or journal_file(url)
+            if path is None or path.is_file():
+                # the study the searcher recorded into, read as an Optuna search's; trials
+                # only the run directory's files know of (one whose tell failed) are kept
+                setup, records, source = load_study(run_dir, info, storage=storage)
+                known = {r.number for r in records}
+                records += [r for r in files if r.number not in known]
+                return setup, sorted(records, key=lambda r: r.number), source
+        return (setup, files,
                 f"RUN/trials.jsonl and the Ray results in {experiment_dir(run_dir)}")
 
 
