@@ -11,6 +11,7 @@ The count traces the model on PyTorch's ``meta`` device, so nothing is allocated
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 
 import torch
@@ -57,7 +58,10 @@ class CostModel:
 
     Traced once on the ``meta`` device at the base widths: every conv/linear records its kernel
     size and output resolution, and which width group sets its input and output channels (from the
-    family's groups: ``convs`` set outputs, ``consumers`` read inputs). Then a width vector costs
+    family's groups: ``convs`` set outputs, ``consumers`` read inputs; a depthwise conv reads one
+    channel per output channel, so it costs with its group's width once, and a grouped conv outside
+    every group is a constant). Layers other than conv, linear and BatchNorm add their own
+    parameters as a constant. Then a width vector costs
     microseconds. The closed form is checked against a full trace at a second width vector when
     built; a family it cannot describe falls back to tracing every vector.
     """
@@ -96,20 +100,32 @@ class CostModel:
             if isinstance(m, nn.Conv2d):
                 k = m.kernel_size[0] * m.kernel_size[1]
                 gi, go = in_of.get(name), out_of.get(name)
-                self._flops.append((k * spatial[name], gi, m.in_channels, go, m.out_channels))
-                self._params.append((k, gi, m.in_channels, go, m.out_channels))
+                if m.groups == m.in_channels == m.out_channels and name not in in_of:
+                    # depthwise: one input channel per output channel, resized with its group
+                    gi, ci = None, 1
+                elif m.groups != 1:
+                    if gi is not None or go is not None:
+                        raise ValueError("resized grouped convs are not modelled")
+                    gi, ci = None, m.in_channels // m.groups
+                else:
+                    ci = m.in_channels
+                self._flops.append((k * spatial[name], gi, ci, go, m.out_channels))
+                self._params.append((k, gi, ci, go, m.out_channels))
                 if m.bias is not None:
                     self._params.append((1, None, 1, go, m.out_channels))
-                if m.groups != 1:
-                    raise ValueError("grouped convs are not modelled")
             elif isinstance(m, nn.Linear):
                 gi = in_of.get(name)
                 self._flops.append((spatial[name], gi, m.in_features, None, m.out_features))
                 self._params.append((1, gi, m.in_features, None, m.out_features))
                 if m.bias is not None:
                     self._params.append((1, None, 1, None, m.out_features))
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)) and m.affine:
-                self._params.append((2, None, 1, bn_of.get(name), m.num_features))
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                if m.affine:
+                    self._params.append((2, None, 1, bn_of.get(name), m.num_features))
+            else:  # other layers' own parameters (PReLU, LayerNorm...): constant
+                own = sum(p.numel() for p in m.parameters(recurse=False))
+                if own:
+                    self._params.append((1, None, 1, None, own))
 
     @staticmethod
     def _sum(terms, widths: Mapping[str, int]) -> int:
@@ -130,8 +146,8 @@ def _traced(family: Family, widths: Mapping[str, int]) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=256)
-def _cost_model(family_name: str, args: tuple, shape: tuple):
-    family = get_family(family_name, dict(args), InputShape(*shape))
+def _cost_model(family_name: str, args: str, shape: tuple):
+    family = get_family(family_name, json.loads(args), InputShape(*shape))
     try:
         model = CostModel(family)
     except (ValueError, KeyError):
@@ -146,7 +162,7 @@ def _cost_model(family_name: str, args: tuple, shape: tuple):
 def count(family: Family, widths: Mapping[str, int]) -> tuple[int, int]:
     """(FLOPs, params) of ``family`` at ``widths``."""
     s = family.input_shape
-    model = _cost_model(family.name, tuple(sorted(family.arguments().items())),
+    model = _cost_model(family.name, json.dumps(family.arguments(), sort_keys=True),
                         (s.channels, s.size, s.classes))
     if model is None:
         return _traced(family, widths)

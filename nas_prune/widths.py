@@ -23,7 +23,7 @@ from . import flops as _flops
 from ._meta import code_version, data_dir
 from ._yaml import plain, read_yaml, write_yaml
 from .errors import UserError
-from .families import Family, InputShape, Widths, get_family
+from .families import FAMILIES, Family, InputShape, Widths, get_family
 
 FORMAT_VERSION = 1
 SPACES_DIR = data_dir("search_spaces")
@@ -65,6 +65,26 @@ def _input_shape(data: Any, where: str) -> InputShape:
                         for k in ("channels", "size", "classes")))
 
 
+def _check_plain(v: Any, where: str, depth: int = 0) -> None:
+    """A family argument is a plain value, or (for the arguments a family lists in
+    ``nested_args``: the graph family's ``kwargs`` and ``fixed``) a list or string-keyed mapping
+    of them, a few levels deep."""
+    if isinstance(v, (Mapping, list, tuple)) and depth < 4:
+        items = v.items() if isinstance(v, Mapping) else enumerate(v)
+        for k, x in items:
+            if isinstance(v, Mapping) and not isinstance(k, str):
+                raise UserError(f"{where}: key {k!r} is not a string")
+            _check_plain(x, f"{where}.{k}" if isinstance(v, Mapping) else f"{where}[{k}]",
+                         depth + 1)
+        return
+    if v is not None and not isinstance(v, (str, int, float, bool)):
+        raise UserError(f"{where}: {v!r} is not a plain value")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) \
+            and not (math.isfinite(v) and abs(v) <= MAX_FAMILY_NUMBER):
+        raise UserError(f"{where}: {v!r} is out of range; must be a finite "
+                        f"number in [-{MAX_FAMILY_NUMBER:g}, {MAX_FAMILY_NUMBER:g}]")
+
+
 def _family(data: Mapping[str, Any], args_key: str, where: str) -> Family:
     """The family a space or architecture YAML names, its arguments checked to be plain values."""
     name = data["family"]
@@ -72,12 +92,10 @@ def _family(data: Mapping[str, Any], args_key: str, where: str) -> Family:
         raise UserError(f"{where}.family: {name!r} is not a family name")
     args = _mapping(data.get(args_key), f"{where}.{args_key}", "family arguments")
     for k, v in args.items():
-        if not isinstance(k, str) or isinstance(v, (Mapping, list, tuple, set)):
+        if not isinstance(k, str) or (isinstance(v, (Mapping, list, tuple, set))
+                                      and k not in getattr(FAMILIES.get(name), "nested_args", ())):
             raise UserError(f"{where}.{args_key}.{k}: {v!r} is not a plain value")
-        if isinstance(v, (int, float)) and not isinstance(v, bool) \
-                and not (math.isfinite(v) and abs(v) <= MAX_FAMILY_NUMBER):
-            raise UserError(f"{where}.{args_key}.{k}: {v!r} is out of range; must be a finite "
-                            f"number in [-{MAX_FAMILY_NUMBER:g}, {MAX_FAMILY_NUMBER:g}]")
+        _check_plain(v, f"{where}.{args_key}.{k}")
     shape = _input_shape(data["input"], where)
     try:
         return get_family(name, dict(args), shape)

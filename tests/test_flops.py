@@ -46,6 +46,9 @@ def test_li_vgg16_pruned_a():
 CASES = [("vgg", {"cfg": c, "head": h}) for c in ("vgg_tiny", "vgg11", "vgg_small")
          for h in ("li", "slimming")]
 CASES += [("resnet_cifar", {"depth": d, "shortcut": s}) for d in (8, 20) for s in ("A", "B")]
+CASES += [("graph", {"model": "zoo:resnet_small", "kwargs": {"arch": "resnet10", "width": 8}}),
+          ("graph", {"model": "zoo:mobilenet_v2_small",
+                     "kwargs": {"setting": "tiny", "last_channel": 32}})]
 
 
 @pytest.mark.parametrize("name, args", CASES)

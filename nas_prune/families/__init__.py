@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ._base import Family, InputShape, WidthGroup, Widths, init_weights
+from .graph import GraphFamily
 from .resnet_cifar import ResNetCifar
 from .vgg import VGG
 
@@ -13,6 +14,7 @@ __all__ = ["FAMILIES", "Family", "InputShape", "WidthGroup", "Widths", "get_fami
 FAMILIES: dict[str, type[Family]] = {
     "vgg": VGG,
     "resnet_cifar": ResNetCifar,
+    "graph": GraphFamily,
 }
 
 

@@ -36,7 +36,10 @@ class WidthGroup:
     ``convs`` are the module names (as in ``model.get_submodule``) of the conv layers whose output
     channels make up the group, ``bns`` their BatchNorm layers in the same order, and ``consumers``
     the conv/linear layers that read the group's channels as input. ``residual`` marks a group
-    coupled by shortcut additions.
+    coupled by shortcut additions. ``depthwise`` names the convs among ``convs`` that are
+    depthwise (``groups == in_channels == out_channels``): their input channels are the group's
+    too, so a width change resizes their input, output and ``groups`` together; they are never
+    ``consumers``.
     """
 
     name: str
@@ -45,6 +48,7 @@ class WidthGroup:
     bns: tuple[str, ...]
     consumers: tuple[str, ...]
     residual: bool = False
+    depthwise: tuple[str, ...] = ()
 
 
 class Family(ABC):
@@ -55,6 +59,8 @@ class Family(ABC):
     """
 
     name: str = ""
+    #: Arguments that may be lists or mappings of plain values (all others are plain values).
+    nested_args: tuple[str, ...] = ()
 
     def __init__(self, *, input_shape: InputShape) -> None:
         self.input_shape = input_shape

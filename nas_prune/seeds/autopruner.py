@@ -102,7 +102,7 @@ class GatedNetwork(nn.Module):
         self.last: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._handles = []
         for group in space.family.groups():
-            for bn in group.bns:
+            for bn in group.bns or group.convs:  # a group without BN: gate its conv outputs
                 module = net.get_submodule(bn)
                 self._handles.append(module.register_forward_hook(self._gate_hook(group.name)))
 
@@ -203,7 +203,8 @@ class AutoPruner(SeedMethod):
     summary = "trainable gates (batch pooling -> FC -> sigmoid(alpha x), alpha growing) with " \
               "loss CE + lambda (|v|_1/C - r)^2; open gates give the widths"
     groups_note = "one shared gate vector per group, applied at every BN of a residual stage " \
-                  "(it gates the residual branches; the shortcut stays)"
+                  "(it gates the residual branches; the shortcut stays); a group without " \
+                  "BatchNorm (graph family) is gated at its conv outputs instead"
     limitations = "gates of all groups are trained at once (the authors go layer by layer), " \
                   "on a frozen backbone by default; a fixed lambda (the authors adapt it); " \
                   "r is one keep ratio for every group, so the proposal stays near-uniform " \

@@ -186,7 +186,8 @@ class L1Norm(SeedMethod):
         """Accuracy drop of every group pruned alone at each ratio: (curves, base acc, images).
 
         Pruning keeps ``int(C x (1 - ratio))`` channels (Li et al.'s rounding), dropping the
-        smallest scores, by zeroing them after each of the group's BatchNorms.
+        smallest scores, by zeroing them after each of the group's BatchNorms (after its convs
+        in a group without BatchNorm).
         """
         val = ctx.data.val
         if len(val) == 0:
@@ -205,7 +206,7 @@ class L1Norm(SeedMethod):
                 mask = torch.ones(c, device=device)
                 mask[order[: c - int(c * (1 - r))].to(device)] = 0.0
                 handles = [model.get_submodule(b).register_forward_hook(_channel_mask(mask))
-                           for b in g.bns]
+                           for b in g.bns or g.convs]
                 try:
                     acc = evaluate(model, split, ctx.train)
                 finally:

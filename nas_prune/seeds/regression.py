@@ -261,7 +261,9 @@ class Regression(ReconstructionMethod):
     groups_note = ("a group is judged by every layer that reads it: for a residual stage the "
                    "contributions to each reader (each block's first conv, the next stage's "
                    "first conv or the classifier), each scaled to unit output RMS, are stacked "
-                   "into one LASSO with one coefficient per stage channel")
+                   "into one LASSO with one coefficient per stage channel; a group with a "
+                   "depthwise conv (graph family) is judged at the readers after it, the "
+                   "depthwise filters themselves are not part of the regression")
     limitations = ("the identity shortcuts that also carry a residual stage's channels are not "
                    "reconstructed; the authors' extra channels for sensitive ResNet blocks are "
                    "not modelled; a linear consumer gives one sample per image, so with fewer "

@@ -37,7 +37,14 @@ from ..errors import UserError
 from ..families import Widths
 from ..train import TrainHooks
 from ..widths import SearchSpace
-from ._base import Proposal, SeedContext, SeedMethod, group_modules, make_proposal
+from ._base import (
+    Proposal,
+    SeedContext,
+    SeedMethod,
+    aggregate_layers,
+    group_modules,
+    make_proposal,
+)
 
 #: Lambda of the sparsity term in the paper: VGG 1e-4; ResNet and DenseNet 1e-5.
 SPARSITY_PLAIN = 1e-4
@@ -74,16 +81,31 @@ class SparsityHook(TrainHooks):
 
 def gamma_scores(model: nn.Module, space: SearchSpace, aggregate: str = "max"
                  ) -> dict[str, torch.Tensor]:
-    """``|gamma|`` per channel of each width group; across a multi-BN group, max (or mean)."""
+    """``|gamma|`` per channel of each width group; across a multi-BN group, max (or mean).
+
+    A group without an affine BatchNorm (possible in a graph-derived family) has no gammas: it
+    falls back to its convs' filter L1 norms (summed mean-normalised over the group's convs),
+    scaled so that their mean is the mean ``|gamma|`` of the other groups.
+    """
     if aggregate not in AGGREGATES:
         raise UserError(f"seed_method.options.slimming.aggregate: {aggregate!r}; choose one of "
                         f"{', '.join(AGGREGATES)}")
-    out = {}
+    out, no_bn = {}, []
     for g in space.group_names:
-        bns = group_modules(model, space, g)["bns"]
+        bns = [bn for bn in group_modules(model, space, g)["bns"] if bn.weight is not None]
+        if not bns:
+            no_bn.append(g)
+            continue
         gammas = torch.stack([bn.weight.detach().abs().float().cpu() for bn in bns])
         out[g] = gammas.amax(0) if aggregate == "max" else gammas.mean(0)
-    return out
+    if no_bn:
+        scale = float(torch.cat(list(out.values())).mean()) if out else 1.0
+        for g in no_bn:
+            convs = group_modules(model, space, g)["convs"]
+            l1 = aggregate_layers([c.weight.detach().abs().flatten(1).sum(1).float().cpu()
+                                   for c in convs])
+            out[g] = l1 / l1.mean().clamp_min(1e-12) * scale
+    return {g: out[g] for g in space.group_names}
 
 
 def slimming_widths(scores: Mapping[str, torch.Tensor], threshold: float) -> Widths:
@@ -98,7 +120,9 @@ class Slimming(SeedMethod):
     summary = "L1 sparsity on BatchNorm gammas while training the base; one global |gamma| " \
               "threshold"
     groups_note = "a residual group's channel scores max |gamma| over the group's BNs " \
-                  "(option aggregate: max | mean), then the same global threshold"
+                  "(option aggregate: max | mean), then the same global threshold; a group " \
+                  "without BatchNorm (graph family) cannot be scored by gammas and falls back " \
+                  "to its filter L1 norms scaled to the mean |gamma|"
     limitations = "needs a base trained with the sparsity term (its own cached base); a " \
                   "checkpoint trained without it gives dense gammas and a weaker ranking; " \
                   "the prune fraction is bisected to the budget rather than fixed"

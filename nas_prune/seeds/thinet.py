@@ -159,7 +159,10 @@ class ThiNet(ReconstructionMethod):
     groups_note = ("a group is judged by every layer that reads it: a residual stage's samples "
                    "from each block's first conv and the next stage's first conv (or the "
                    "classifier) are stacked, each reader's rows scaled to unit output RMS, and "
-                   "one greedy selection is run over the stacked samples")
+                   "one greedy selection is run over the stacked samples; a group with a "
+                   "depthwise conv (graph family) is judged at the readers after it (the "
+                   "depthwise conv is channel-wise, so a removed channel is exactly a removed "
+                   "input there); the depthwise filters themselves are not reconstructed")
     limitations = ("the identity shortcuts that also carry a residual stage's channels are not "
                    "sampled; the least-squares rescaling of the kept weights is skipped (weights "
                    "are not reused); images are drawn at random, not 10 per class")

@@ -16,8 +16,10 @@ two tiny spaces and the trained bases. Bases are trained once per (regulariser, 
 :func:`nas_prune.seeds.propose` into a cache directory, so methods with the same ``base_key``
 (``plain``) share one, and proposals are memoised per (method, family, budget, metric).
 
-The tiny spaces: ``resnet_cifar`` depth 8 (six groups, the residual stages spanning several BNs)
-and ``vgg`` ``vgg_small`` (six groups), both on 1x8x8 synthetic images. ``vgg_tiny`` (three
+The tiny spaces: ``resnet_cifar`` depth 8 (six groups, the residual stages spanning several BNs),
+``vgg`` ``vgg_small`` (six groups), and two graph-derived ones (``graph_resnet``: a ResNet-10 of
+torchvision blocks at widths 8-64, eight groups; ``graph_mobilenet``: a three-stage MobileNetV2
+whose expansion groups hold depthwise convs), all on 1x8x8 synthetic images. ``vgg_tiny`` (three
 groups of 8/16/16 channels) is too coarse to judge a method at a budget: one channel moves the
 FLOPs by 4-6%, so for about half of all score shapes the score-guided grid steps of
 :func:`~nas_prune.budget.refine_to_budget` miss the 1% band and its score-blind fallbacks set the
@@ -51,7 +53,7 @@ from ..seeds import propose as seeds_propose
 from ..train import TrainConfig
 from ..widths import SearchSpace
 
-FAMILIES = ("vgg", "resnet_cifar")
+FAMILIES = ("vgg", "resnet_cifar", "graph_resnet", "graph_mobilenet")
 IMAGE_SIZE = 8
 CLASSES = 4
 TINY_SPACES: dict[str, dict] = {
@@ -59,6 +61,15 @@ TINY_SPACES: dict[str, dict] = {
             "min_width": 1},
     "resnet_cifar": {"family": "resnet_cifar", "args": {"depth": 8, "shortcut": "A"},
                      "divisor": 2, "min_width": 2},
+    # graph-derived (torch.fx) spaces: torchvision blocks, residual groups with projections,
+    # and depthwise convs joining their input's group
+    "graph_resnet": {"family": "graph", "args": {"model": "zoo:resnet_small",
+                                                 "kwargs": {"arch": "resnet10", "width": 8}},
+                     "divisor": 2, "min_width": 2},
+    "graph_mobilenet": {"family": "graph",
+                        "args": {"model": "zoo:mobilenet_v2_small",
+                                 "kwargs": {"setting": "tiny", "last_channel": 32}},
+                        "divisor": 2, "min_width": 2},
 }
 #: Budgets every method must meet within 1%: (ratio, metric).
 BUDGETS = ((0.5, "flops"), (0.3, "flops"), (0.5, "params"))

@@ -1,0 +1,172 @@
+"""The family conformance suite: what every family and every shipped search space must do.
+
+``tests/test_family_conformance.py`` runs these checks over every shipped space
+(:func:`~nas_prune.widths.available_spaces`) and requires every registered family
+(:data:`nas_prune.families.FAMILIES`) to have at least one, so registering a family or shipping
+a space puts it under the suite with no test edits. At random widths inside the space's bounds
+(seeded):
+
+* :func:`check_trains`: the network builds, runs forward and backward, every parameter receives
+  a finite, non-zero gradient, and every layer has the channels its group says;
+* :func:`check_cost`: FLOPs and params from the cost model equal a trace of the built network;
+* :func:`check_yaml`: the architecture YAML round-trips and rebuilds the same network;
+* :func:`check_onnx`: the exported ONNX graph computes what the PyTorch model does
+  (onnxruntime);
+* :func:`check_surgery`: weight surgery on a full-width network with its removed channels
+  silenced computes the same function.
+
+A space whose input comes from the data (``input: from_data``) is checked at
+:data:`DATA_SHAPE` (Fashion-MNIST's). Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..families import InputShape
+from ..flops import _traced
+from ..surgery import cut_down, model_widths, shortcut_mismatches
+from ..widths import (
+    ArchSpec,
+    SearchSpace,
+    build_model,
+    space_source,
+    takes_input_from_data,
+    with_input,
+)
+
+#: the input of spaces that take it from the data set (Fashion-MNIST: 1x28x28, 10 classes)
+DATA_SHAPE = InputShape(channels=1, size=28, classes=10)
+
+
+def load_space(name: str) -> SearchSpace:
+    """A shipped space, its input filled in from :data:`DATA_SHAPE` where it comes from data."""
+    _, raw = space_source(name)
+    if takes_input_from_data(raw):
+        raw = with_input(raw, DATA_SHAPE)
+    return SearchSpace.from_dict(raw, name=name)
+
+
+def random_widths(space: SearchSpace, seed: int, *, cap: float = 1.0) -> dict[str, int]:
+    """Widths on the space's grid between its bounds (above the base only when ``cap`` > 1)."""
+    rng = random.Random(seed)
+    lo, hi, base = space.min_widths(), space.max_widths(), space.base_widths()
+    out = {}
+    for g in space.group_names:
+        top = min(hi[g], max(lo[g], int(base[g] * cap)))
+        grid = [w for w in space.grid(g) if lo[g] <= w <= top] or [lo[g]]
+        out[g] = rng.choice(grid)
+    return out
+
+
+def _image(space: SearchSpace, n: int, gen: torch.Generator) -> torch.Tensor:
+    s = space.family.input_shape
+    return torch.randn(n, s.channels, s.size, s.size, generator=gen)
+
+
+def check_trains(space: SearchSpace, widths: dict[str, int], seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    net = space.family.build(widths)
+    net.train()
+    gen = torch.Generator().manual_seed(seed)
+    out = net(_image(space, 2, gen))
+    classes = space.family.input_shape.classes
+    assert out.shape == (2, classes), f"output {tuple(out.shape)}, expected (2, {classes})"
+    assert torch.isfinite(out).all(), "non-finite output"
+    out.square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{name}: zero gradient"
+    for layer, ch in space.family.layer_channels(widths).items():
+        assert net.get_submodule(layer).out_channels == ch, f"{layer}: not {ch} channels"
+
+
+def check_cost(space: SearchSpace, widths: dict[str, int]) -> None:
+    got, traced = space.count(widths), _traced(space.family, widths)
+    assert got == traced, f"cost model {got} != trace {traced} (FLOPs, params)"
+    net = space.family.build(widths)
+    assert got[1] == sum(p.numel() for p in net.parameters()), "params != the module's"
+
+
+def check_yaml(space: SearchSpace, widths: dict[str, int], tmp: Path) -> None:
+    spec = space.spec(widths)
+    path = spec.save(tmp / f"{space.name}.yaml")
+    again = ArchSpec.load(path)
+    assert again.to_dict() == spec.to_dict(), "the YAML does not round-trip"
+    a, b = space.family.build(widths), build_model(path)
+    shapes = {k: tuple(v.shape) for k, v in a.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in b.state_dict().items()}, \
+        "the YAML rebuilds another network"
+
+
+def check_onnx(space: SearchSpace, widths: dict[str, int], tmp: Path, seed: int = 0) -> None:
+    import onnxruntime as ort
+
+    from ..export import export_onnx
+
+    spec = space.spec(widths)
+    torch.manual_seed(seed)
+    model = spec.build().eval()
+    path = export_onnx(model, spec, tmp / f"{space.name}.onnx")
+    x = _image(space, 3, torch.Generator().manual_seed(seed))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        want = model(x)
+    err = (torch.from_numpy(got) - want).abs().max().item()
+    assert err <= 1e-4 * max(1.0, want.abs().max().item()), f"ONNX differs by {err}"
+
+
+def _random_state(model: nn.Module, gen: torch.Generator) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters, so eval mode is a real test."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
+                m.weight.copy_(torch.randn(m.num_features, generator=gen))
+                m.bias.copy_(torch.randn(m.num_features, generator=gen))
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+
+
+def check_surgery(space: SearchSpace, widths: dict[str, int], seed: int = 0) -> None:
+    """Keep ``widths[g]`` random channels of each group; silence the others (BatchNorm gamma and
+    beta, or the filters of a group without BatchNorm); the cut network computes the same."""
+    fam = space.family
+    gen = torch.Generator().manual_seed(seed)
+    base = fam.base_widths()
+    keep = {g: torch.randperm(base[g], generator=gen)[:min(widths[g], base[g])].sort().values
+            for g in base}
+    if shortcut_mismatches(fam, keep, base):
+        # zero-padding shortcuts (ResNet option A) need partner channels kept across stages:
+        # keep those groups whole (tests/test_surgery.py covers the partner rule)
+        keep.update({g.name: torch.arange(g.base) for g in fam.groups() if g.residual})
+    torch.manual_seed(seed)
+    full = fam.build(base)
+    _random_state(full, gen)
+    with torch.no_grad():
+        for g in fam.groups():
+            mask = torch.ones(g.base, dtype=torch.bool)
+            mask[keep[g.name]] = False
+            for name in g.bns or g.convs:
+                m = full.get_submodule(name)
+                m.weight[mask] = 0.0
+                if m.bias is not None:
+                    m.bias[mask] = 0.0
+    full.eval()
+    cut = cut_down(full, fam, keep)
+    assert model_widths(cut, fam) == {g: len(k) for g, k in keep.items()}
+    x = _image(space, 3, gen)
+    with torch.no_grad():
+        a, b = full(x), cut(x)
+    assert a.abs().max() > 1e-3, "the full network's output is zero"
+    err = (a - b).abs().max().item()
+    assert err <= 1e-4 * max(1.0, a.abs().max().item()), f"surgery changes the output by {err}"
+
+
+__all__ = ["DATA_SHAPE", "check_cost", "check_onnx", "check_surgery", "check_trains",
+           "check_yaml", "load_space", "random_widths"]
