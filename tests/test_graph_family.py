@@ -278,3 +278,26 @@ def test_onnx_of_a_pruned_graph_architecture(tmp_path):
     (got,) = ReferenceEvaluator(str(path)).run(None, {"images": x.numpy()})
     with torch.no_grad():
         assert torch.allclose(torch.from_numpy(got), model(x), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_user_factory_is_searched_end_to_end(tmp_path):
+    """A factory of a test module as a space: proposals, a few trials, the final table, and a
+    best.yaml that names the factory and rebuilds the winner."""
+    from .test_search_common import read_csv, tiny_args
+
+    space = write_yaml(tmp_path / "factory_space.yaml", {
+        "family": "graph", "args": {"model": "tests.graph_models:tiny_net"},
+        "input": {"channels": 1, "size": 12, "classes": 4}, "divisor": 1, "min_width": 2,
+        "dataset": "synthetic"})
+    run = tmp_path / "run"
+    assert main(["search", *tiny_args(tmp_path, run, extra=[f"space={space}"]),
+                 "--n-trials", "4"]) == 0
+    rows = read_csv(run)
+    assert len(rows) == 4 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED", "REJECTED"}
+    assert any(r["state"] == "COMPLETE" for r in rows)
+    best = ArchSpec.load(run / "best.yaml")
+    assert best.family == "graph" and best.family_args["model"] == "tests.graph_models:tiny_net"
+    net = build_model(run / "best.yaml")
+    assert sum(p.numel() for p in net.parameters()) == best.params
+    assert net(torch.randn(2, 1, 12, 12)).shape == (2, 4)
