@@ -33,6 +33,16 @@ def test_flops_json_of_space_and_arch(tmp_path, capsys, tiny_vgg_space):
     assert json.loads(out)["flops"] == tiny_vgg_space.cost(tiny_vgg_space.min_widths())
 
 
+def test_flops_lists_the_width_groups(capsys):
+    code, out, _ = run_cli(["flops", "resnet18_imagenet", "--groups", "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and len(data["groups"]) == 12 and data["fixed"] == {}
+    stage = next(g for g in data["groups"] if g["group"] == "layer2.0.conv2")
+    assert stage["residual"] and "layer2.0.downsample.0" in stage["producers"]
+    code, out, _ = run_cli(["flops", "vgg_small_fmnist", "--groups"], capsys)
+    assert code == 0 and "6 width groups:" in out and "features.conv2" in out
+
+
 def test_spaces_lists_every_space(capsys):
     code, out, _ = run_cli(["spaces", "--json"], capsys)
     names = {s["name"] for s in json.loads(out)["spaces"]}

@@ -55,6 +55,18 @@ def add_flops_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency", metavar="BACKEND", help="also measure the latency of one "
                    "forward pass on this backend (torch or onnxruntime; CPU, batch 1, all cores)")
     p.add_argument("--threads", type=int, help="threads for --latency (default: all cores)")
+    p.add_argument("--groups", action="store_true", help="also list the width groups (their "
+                   "layers) and the layers kept at full width, with why")
+
+
+def group_rows(family, widths) -> tuple[list[dict], dict[str, str]]:
+    """The width groups of ``family`` at ``widths``, and its fixed layers with the reason."""
+    rows = [{"group": g.name, "width": int(widths[g.name]), "base": g.base,
+             "residual": g.residual, "producers": list(g.convs), "bns": list(g.bns),
+             "depthwise": list(g.depthwise), "consumers": list(g.consumers)}
+            for g in family.groups()]
+    fixed = family.fixed_layers() if hasattr(family, "fixed_layers") else {}
+    return rows, dict(fixed)
 
 
 def run_flops(args: argparse.Namespace) -> int:
@@ -79,6 +91,8 @@ def run_flops(args: argparse.Namespace) -> int:
     if space is not None:
         fmin, pmin = space.count(space.min_widths())
         out.update({"min_flops": fmin, "min_params": pmin})
+    if args.groups:
+        out["groups"], out["fixed"] = group_rows(spec.family_obj(), spec.widths)
     if args.json:
         emit_json(out)
         return 0
@@ -95,7 +109,23 @@ def run_flops(args: argparse.Namespace) -> int:
         print(f"  latency {lat['median_ms']:.3f} ms median (IQR {lat['iqr_ms']:.3f}, "
               f"{lat['repeats']} runs) on {dev['backend']}, {dev['threads']} thread(s), batch "
               f"{dev['batch_size']}, {dev['cpu']}")
+    if args.groups:
+        print(f"  {len(out['groups'])} width groups:")
+        print(table([(r["group"], r["width"], r["base"], "yes" if r["residual"] else "",
+                      _layers(r["producers"]), len(r["depthwise"]) or "",
+                      _layers(r["consumers"])) for r in out["groups"]],
+                    ["group", "width", "base", "residual", "producers", "depthwise",
+                     "consumers"]))
+        if out["fixed"]:
+            print(f"  {len(out['fixed'])} layer(s) kept at full width:")
+            for layer, why in out["fixed"].items():
+                print(f"    {layer}: {why}")
     return 0
+
+
+def _layers(names: list[str], shown: int = 3) -> str:
+    more = f" +{len(names) - shown}" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 # ---- build ---------------------------------------------------------------------------------
