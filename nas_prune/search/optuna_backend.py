@@ -235,7 +235,8 @@ def record_of(ft: FrozenTrial, backend: str = "optuna") -> TrialRecord | None:
         epochs_planned=int(ua.get("epochs_planned") or 0),
         cost_ratio=ua.get("cost_ratio"), scale=ua.get("scale"), trial_params=dict(ft.params),
         latency_ms=ua.get("latency_ms"), latency_iqr_ms=ua.get("latency_iqr_ms"),
-        worker=str(ua.get("worker", "")), node=str(ua.get("node", "")), rung_values=list(ua.get("rung_values") or []),
+        worker=str(ua.get("worker", "")), node=str(ua.get("node", "")),
+        rung_values=list(ua.get("rung_values") or []),
         measurements=list(ua.get("measurements") or []))
 
 
