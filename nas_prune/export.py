@@ -48,3 +48,22 @@ def export_onnx(model: nn.Module, spec: ArchSpec, path: str | Path) -> Path:
                       dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
                       verbose=False)
     return path
+
+
+def onnx_difference(model: nn.Module, spec: ArchSpec, path: str | Path, *, n: int = 4,
+                    seed: int = 0) -> float | None:
+    """The largest absolute difference between the logits of the ONNX file run by onnxruntime
+    (CPU) and of ``model`` in eval mode, on ``n`` seeded random images; None without
+    onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    s = spec.input
+    x = torch.randn(n, s.channels, s.size, s.size, generator=torch.Generator().manual_seed(seed))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {"images": x.numpy()})
+    model = model.cpu().eval()
+    with torch.no_grad():
+        want = model(x)
+    return float((torch.from_numpy(got) - want).abs().max())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -56,6 +58,8 @@ def test_build_and_onnx(tmp_path, capsys, tiny_resnet_space):
     arch = tiny_resnet_space.spec(tiny_resnet_space.base_widths()).save(tmp_path / "r.yaml")
     code, out, _ = run_cli(["build", arch, "--onnx", tmp_path / "r.onnx"], capsys)
     assert code == 0 and "OK" in out and (tmp_path / "r.onnx").stat().st_size > 1000
+    if importlib.util.find_spec("onnxruntime"):  # checked against the PyTorch model
+        assert re.search(r"onnxruntime vs PyTorch .* max \|logit difference\| \S+ - OK", out)
 
 
 @pytest.mark.parametrize("space", ["tiny_resnet_space", "tiny_vgg_space"])
