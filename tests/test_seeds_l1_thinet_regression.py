@@ -332,3 +332,25 @@ def test_bad_options_are_one_line_user_errors(name, options, field):
     with pytest.raises(UserError, match=field) as err:
         get_method(name, options)
     assert f"seed_method.options.{name}" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"padding": 1}, {"padding": "same"}, {"padding": "valid"}, {"padding": "same", "dilation": 2},
+    {"padding": 2, "padding_mode": "reflect"}, {"padding": 1, "stride": 2},
+    {"padding": "same", "kernel_size": 4}])
+def test_sampled_patches_reproduce_the_conv_output(kwargs):
+    """The reconstruction methods' samples of a consumer's input are the conv's own patches,
+    for any padding (numbers, 'same' with its odd pixel, 'valid', reflect) and stride."""
+    from nas_prune.seeds._activations import _patch_sampler
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, **{"kernel_size": 3, **kwargs}, bias=False)
+    x = torch.randn(2, 3, 9, 9)
+    patches, filt, where = _patch_sampler(conv, 7, torch.Generator().manual_seed(1))(x)
+    with torch.no_grad():
+        y = conv(x)
+        w = conv.weight.flatten(2)  # out, c, k
+        for i in range(patches.shape[0]):
+            b, r, c = where[i].tolist()
+            f = int(filt[i, 0])
+            assert torch.allclose((w[f] * patches[i]).sum(), y[b, f, r, c], atol=1e-5)

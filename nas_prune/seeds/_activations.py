@@ -86,25 +86,37 @@ def consumer_generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
 
 
+def conv_pads(m: nn.Conv2d) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding as the conv applies it, also for ``padding='same'``
+    (the odd pixel on the right/bottom, as PyTorch does) and ``'valid'``."""
+    if isinstance(m.padding, str):
+        if m.padding == "valid":
+            return (0, 0, 0, 0)
+        (th, tw) = (d * (k - 1) for d, k in zip(m.dilation, m.kernel_size, strict=True))
+        return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+    ph, pw = m.padding
+    return (pw, pw, ph, ph)
+
+
 def _patch_sampler(module: nn.Module, points: int, gen: torch.Generator):
     """A function from the consumer's input batch to (patches, filters, positions)."""
     if isinstance(module, nn.Conv2d):
-        plain = module.groups == 1 and module.padding_mode == "zeros"
-        if not plain or isinstance(module.padding, str):
-            raise ValueError(f"sampling supports plain zero-padded convs, not {module}")
+        if module.groups != 1:
+            raise ValueError(f"sampling supports convs with groups=1, not {module}")
         kh, kw = module.kernel_size
         sh, sw = module.stride
-        ph, pw = module.padding
         dh, dw = module.dilation
+        pads = conv_pads(module)
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
 
         def conv_patches(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             b, c, h, w = x.shape
-            ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-            wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+            ho = (h + pads[2] + pads[3] - dh * (kh - 1) - 1) // sh + 1
+            wo = (w + pads[0] + pads[1] - dw * (kw - 1) - 1) // sw + 1
             rows = torch.randint(0, ho, (b, points), generator=gen)
             cols = torch.randint(0, wo, (b, points), generator=gen)
             filt = torch.randint(0, module.out_channels, (b * points, 1), generator=gen)
-            xp = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1)  # b h w c
+            xp = F.pad(x, pads, mode=mode).permute(0, 2, 3, 1)  # b h w c
             dev = x.device
             r = (rows.view(b, points, 1, 1) * sh
                  + (torch.arange(kh) * dh).view(1, 1, kh, 1)).to(dev)
