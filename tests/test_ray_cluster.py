@@ -7,6 +7,7 @@ keeps its Ray processes in their own temporary folder (``RAY_TMPDIR``) and stops
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,8 +40,18 @@ def _free_port() -> int:
 
 
 def _stop_ray(env: dict[str, str], tmp: str) -> None:
-    """Stop every Ray process of this test (their command lines name its RAY_TMPDIR)."""
-    subprocess.run(["pkill", "-9", "-f", tmp], check=False)
+    """Stop every Ray process of this test: those whose command line or environment names its
+    RAY_TMPDIR."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            seen = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if tmp.encode() in seen:
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
     time.sleep(1)
 
 
@@ -145,12 +156,14 @@ def _trial_worker(tmp: str, run: Path, proc: subprocess.Popen, timeout: float = 
             last = json.loads(lines[-1]) if lines else {}
             tag = int(result.parent.name.split("_")[3]) - 1  # run_trial_ID_N_...
             if last.get("state") == "RUNNING" and tag not in done:
-                pids = subprocess.run(["pgrep", "-f", "^ray::ImplicitFunc"], text=True,
-                                      stdout=subprocess.PIPE, check=False).stdout.split()
-                mine = [int(p) for p in pids if tmp in Path(f"/proc/{p}/environ").read_text(
-                    errors="replace")]
-                if mine:
-                    return mine[0]
+                for proc in Path("/proc").iterdir():
+                    try:
+                        cmd = (proc / "cmdline").read_bytes()
+                        mine = tmp.encode() in (proc / "environ").read_bytes()
+                    except OSError:
+                        continue
+                    if cmd.startswith(b"ray::ImplicitFunc") and mine:
+                        return int(proc.name)
         if proc.poll() is not None:
             raise AssertionError(f"the search ended early: {proc.stdout.read()[-3000:]}")
         time.sleep(0.05)

@@ -36,6 +36,10 @@ SPACES = {
             "divisor": 1, "min_width": 1},
     "resnet": {"family": "resnet_cifar", "args": {"depth": 8, "shortcut": "A"}, "input": SHAPE,
                "divisor": 1, "min_width": 1},
+    # graph-derived: depthwise convs in the expansion groups, residual stage groups
+    "mobilenet": {"family": "graph", "args": {"model": "zoo:mobilenet_v2_small",
+                                              "kwargs": {"setting": "tiny", "last_channel": 32}},
+                  "input": SHAPE, "divisor": 1, "min_width": 1},
 }
 
 
@@ -97,6 +101,20 @@ def test_rethink_on_an_option_a_resnet(tmp_path: Path) -> None:
     assert isinstance(pruned["shortcut_mismatches"], list)
     assert {g: len(k) for g, k in pruned["kept"].items()} == pruned["widths"]
     assert rec["epochs"]["finetune"] == 2
+
+
+def test_rethink_on_a_graph_derived_mobilenet(tmp_path: Path) -> None:
+    """Every row on a graph-derived space: the fine-tuned row starts from weight surgery on the
+    trained base (the channels L1-norm ranks highest on the trained network)."""
+    cfg = load_config(_config(tmp_path, "mobilenet"))
+    result = run_rethink(cfg, RethinkPlan(method="l1norm", budget=0.5, seeds=1), tmp_path / "r")
+    rec = result.record
+    assert [r["row"] for r in rec["rows"]] == list(ROWS)
+    assert all(r["n"] == 1 and 0.0 <= r["test_acc"][0] <= 1.0 for r in rec["rows"])
+    pruned = rec["pruned"][0]
+    assert {g: len(k) for g, k in pruned["kept"].items()} == pruned["widths"]
+    spec = ArchSpec.load(tmp_path / "r" / "pruned.yaml")
+    assert spec.family == "graph" and abs(spec.flops / rec["unpruned"]["flops"] - 0.5) <= 0.005
 
 
 def test_prune_weights_keeps_the_chosen_channels() -> None:
