@@ -199,14 +199,16 @@ class _Unit:
     stride: int = 1
     padding: int = 0
     bn: bool = False
+    groups: int = 1  # 0: depthwise (groups = its channels, which its width group sets)
 
     def key(self, widths: Mapping[str, int]) -> str:
         cin = widths[self.in_group] if self.in_group else self.in_fixed
         cout = widths[self.out_group] if self.out_group else self.out_fixed
         if self.kind == "linear":
             return f"linear:{cin}:{cout}"
+        groups = cin if self.groups == 0 else self.groups
         return (f"conv:{cin}:{cout}:{self.size}:{self.kernel}:{self.stride}:{self.padding}:"
-                f"{int(self.bn)}")
+                f"{int(self.bn)}" + (f":g{groups}" if groups != 1 else ""))
 
 
 def _units(family: Family) -> list[_Unit]:
@@ -235,13 +237,16 @@ def _units(family: Family) -> list[_Unit]:
     units = []
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            if m.groups != 1:
-                raise UserError(f"latency: layer {name} is a grouped convolution, which the "
-                                f"latency table does not model yet; use --metric flops")
-            units.append(_Unit("conv", in_of.get(name), m.in_channels, out_of.get(name),
-                               m.out_channels, sizes[name], m.kernel_size[0], m.stride[0],
-                               _padding(m),
-                               name in bn_after))
+            gin, gout, groups = in_of.get(name), out_of.get(name), m.groups
+            if groups > 1 and gout is not None and groups == m.in_channels == m.out_channels:
+                gin, groups = gout, 0  # depthwise: input, output and groups follow its group
+            elif groups != 1 and (gin or gout):
+                raise UserError(f"latency: layer {name} is a grouped convolution whose width "
+                                f"changes, which the latency table does not model; use "
+                                f"--metric flops")
+            units.append(_Unit("conv", gin, m.in_channels, gout, m.out_channels, sizes[name],
+                               m.kernel_size[0], m.stride[0], _padding(m), name in bn_after,
+                               groups))
         elif isinstance(m, nn.Linear):
             units.append(_Unit("linear", in_of.get(name), m.in_features, None, m.out_features))
     return units
@@ -258,8 +263,10 @@ def _unit_module(key: str) -> tuple[nn.Module, tuple[int, ...]]:
     if parts[0] == "linear":
         cin, cout = int(parts[1]), int(parts[2])
         return nn.Linear(cin, cout), (cin,)
+    groups = int(parts.pop()[1:]) if parts[-1].startswith("g") else 1
     cin, cout, size, k, stride, pad, bn = (int(p) for p in parts[1:])
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, pad, bias=not bn)]
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, pad, groups=groups,
+                                         bias=not bn)]
     if bn:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))

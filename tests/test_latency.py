@@ -86,6 +86,30 @@ def test_the_table_predicts_measured_latency_within_tolerance(tmp_path, backend)
     assert again.table == pred.table  # read back, nothing measured again
 
 
+def test_depthwise_convs_are_in_the_table_with_their_group(tmp_path):
+    """A graph-derived MobileNetV2: each depthwise conv is one table entry whose channels and
+    groups follow its width group."""
+    from nas_prune.latency import _unit_module
+
+    space = SearchSpace.from_dict({
+        "family": "graph", "args": {"model": "zoo:mobilenet_v2_small",
+                                    "kwargs": {"setting": "tiny", "last_channel": 32}},
+        "input": {"channels": 1, "size": 16, "classes": 4}, "divisor": 2, "min_width": 2},
+        name="tiny_mbv2").with_latency(cfg(tmp_path, repeats=10))
+    pred = space.latency
+    half = space.snap({n: 0.5 * b for n, b in space.base_widths().items()})
+    dw = [u for u in pred.units if u.groups == 0]
+    assert len(dw) == sum(len(g.depthwise) for g in space.family.groups()) > 0
+    key = dw[0].key(half)
+    c = half[dw[0].out_group]
+    assert key.startswith(f"conv:{c}:{c}:") and key.endswith(f":g{c}")
+    module, shape = _unit_module(key)
+    assert module[0].groups == c and module(torch.zeros(1, *shape)).shape[1] == c
+    # measured into the table like any layer (this tiny net is all call overhead, so its
+    # predictions say nothing about ratios; the vgg_small tests above judge those)
+    assert pred.predict(half) > 0 and pred.table[key] > 0
+
+
 def test_budget_fitting_meets_a_latency_budget_on_predicted_latency(tmp_path):
     space = SearchSpace.load("vgg_small_fmnist").with_latency(cfg(tmp_path, repeats=10))
     base = space.base_cost("latency")
