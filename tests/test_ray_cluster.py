@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -67,17 +69,14 @@ def ray_tmp():
     _stop_ray(env, tmp)
 
 
-def _token() -> str | None:
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    return os.environ.get("RAY_AUTH_TOKEN") or (path.read_text().strip()
-                                                if path.is_file() else None)
-
-
-def _nodes(dashboard: int) -> dict[str, dict]:
-    """node id -> node, from the dashboard's state API as a client sees it."""
-    req = urllib.request.Request(f"http://127.0.0.1:{dashboard}/api/v0/nodes?detail=1")
-    if _token():
-        req.add_header("Authorization", f"Bearer {_token()}")
+def _nodes(dashboard: int, token: str) -> dict[str, dict]:
+    """node id -> node, from the dashboard's state API as a client sees it: 401 without the
+    token, 200 with it."""
+    url = f"http://127.0.0.1:{dashboard}/api/v0/nodes?detail=1"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code == 401
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 200
         return {n["node_id"]: n for n in json.loads(r.read())["data"]["result"]["result"]}
@@ -93,16 +92,16 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> str:
 def test_a_search_on_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path, ray_tmp):
     env, _ = ray_tmp
     port, dashboard = _free_port(), _free_port()
-    # Ray 2.60's `ray start --head` turns token authentication on; everything that joins the
-    # cluster then needs RAY_AUTH_MODE=token (the token is in ~/.ray/auth_token)
-    env = {**env, "RAY_AUTH_MODE": "token"}
+    # a cluster with token authentication, as the README sets one up: every node, the search
+    # and the dashboard's clients share the token (here in RAY_AUTH_TOKEN, not ~/.ray)
+    env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     _run([*RAY, "start", "--head", "--port", str(port), "--num-cpus", "1",
           "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
           "--disable-usage-stats"], env, timeout=180)
     _run([*RAY, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
           "--resources", json.dumps({"second_node": 1}), "--disable-usage-stats"], env,
          timeout=180)
-    nodes = _nodes(dashboard)
+    nodes = _nodes(dashboard, env["RAY_AUTH_TOKEN"])
     assert len(nodes) == 2
     second = {i for i, n in nodes.items() if "second_node" in n.get("resources_total", {})}
     assert len(second) == 1
@@ -202,10 +201,10 @@ def test_a_killed_driver_resumes_without_retraining_finished_trials(tmp_path, ra
     out = _run([*NAS_PRUNE, "search", *args, "--resume"], env)
     assert "resuming the Ray Tune experiment" in out
     after = {r.number: r for r in read_records(run)}
-    assert sorted(after) == list(range(n))
+    assert sorted(after) == list(range(n)), out[-3000:]
     for number, rec in before.items():  # nothing finished was trained again
         if rec.state != "FAIL":
-            assert after[number].to_dict() == rec.to_dict(), number
+            assert after[number].to_dict() == rec.to_dict(), (number, out[-3000:])
     # the trial whose worker died ran again, with the same widths
     again = after[failed[0].number]
     assert again.state != "FAIL" and again.widths == failed[0].widths

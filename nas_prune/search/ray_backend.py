@@ -242,6 +242,10 @@ def _make_callback(setup: SearchSetup, run_dir: Path,
             rec = record_from_result(number, dict(trial.config), last, setup=setup,
                                      error=error, start=self.started.get(trial.trial_id),
                                      end=_now())
+            if error is None:  # first: a finished trial is never recorded without its replay
+                self.finished[trial.trial_id] = {k: v for k, v in last.items()
+                                                 if k not in _TUNE_KEYS}
+                write_json(finished_path(run_dir), self.finished)
             self.records[rec.number] = rec
             write_records(run_dir, self.records.values())
             if error is None and study is not None:
@@ -249,10 +253,6 @@ def _make_callback(setup: SearchSetup, run_dir: Path,
                     record_rerun(study, trial.trial_id, rec, setup)
                 except Exception as exc:  # the run directory keeps the record
                     log.warning("could not record Ray trial %s in the study: %s", number, exc)
-            if error is None:
-                self.finished[trial.trial_id] = {k: v for k, v in last.items()
-                                                 if k not in _TUNE_KEYS}
-                write_json(finished_path(run_dir), self.finished)
             if on_record is not None:
                 on_record(rec)
 
@@ -309,9 +309,10 @@ def init_ray(setup: SearchSetup) -> tuple[bool, str | None]:
         if os.environ.get("RAY_AUTH_MODE", "") != "token" and _token_file().is_file():
             # a client without RAY_AUTH_MODE=token is refused by a token cluster, and Ray
             # reports it as an unreachable address
-            hint = ("if the cluster uses token authentication (`ray start` turns it on), run "
-                    "with RAY_AUTH_MODE=token (the token is in ~/.ray/auth_token); else start "
-                    "the cluster or drop --address to run locally")
+            hint = ("if the cluster uses token authentication (`ray start --head` turns it on "
+                    "when a token exists), run with RAY_AUTH_MODE=token (the token is in "
+                    "~/.ray/auth_token); else start the cluster or drop --address to run "
+                    "locally")
         raise UserError(f"search.ray.address: cannot reach Ray at {rc.address!r} "
                         f"({str(exc).splitlines()[0][:160]}); {hint}") from None
     return True, _dashboard_url(getattr(ctx, "dashboard_url", None))
