@@ -170,12 +170,14 @@ def test_a_worker_process_runs_trials_alongside_the_search_within_its_total(
         by_pid.setdefault(t.user_attrs.get("worker", "").rsplit(":", 1)[-1], []).append(t)
     assert set(by_pid) == {str(proc.pid), str(worker.pid)}
     mine, theirs = by_pid[str(worker.pid)], by_pid[str(proc.pid)]
-    assert len(mine) == 2
+    # --n-trials 2 is the worker's most: the first is sure (the search waits for it), the
+    # second only if the study still had room when the worker finished its first
+    assert 1 <= len(mine) <= 2
     # the worker's trials ran while the search's did ...
     assert any(a0 < b1 and b0 < a1 for a0, a1 in map(_interval, mine)
                for b0, b1 in map(_interval, theirs))
     # ... and count in the search's total: the search ran only what was left
-    assert len(trials) == total and len(theirs) == total - 2
+    assert len(trials) == total and len(theirs) == total - len(mine)
     assert len(read_csv(run)) == total
     info = read_json(run / "search.json")
     assert sum(info["state_counts"].values()) == total

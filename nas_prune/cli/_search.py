@@ -331,8 +331,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", dest="study_name", help="study name (needed when the storage "
                    "holds several)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the run's device)")
-    p.add_argument("--n-trials", type=int, help="run this many trials (default: until the "
-                   "study holds its total)")
+    p.add_argument("--n-trials", type=int, help="run at most this many trials (always: "
+                   "until the study holds its total)")
 
 
 def run_worker(args: argparse.Namespace) -> int:

@@ -665,7 +665,8 @@ def run_worker(storage_url: str, study_name: str | None, *, device: str | None =
                ) -> list[TrialRecord]:
     """Join an existing study and run trials in this process; returns the study's records.
 
-    ``n_trials``: run exactly this many; default: until the study holds its total.
+    ``n_trials``: run at most this many; a worker never runs past the study's total (its
+    trials count in the search's total, so the study never holds more than it asked for).
     """
     events = events or SearchEvents()
     study, _ = open_study(storage_url, study_name, who="worker")
@@ -683,7 +684,6 @@ def run_worker(storage_url: str, study_name: str | None, *, device: str | None =
     _use_rules(study, setup, total=total, worker=True)
     events.message(f"joined study {study.study_name!r} in {mask_url(storage_url)}: total "
                    f"{total} trials, device {resolve_device(setup.cfg.device)}")
-    run_trials(study, storage, setup, total=None if n_trials is not None else total,
-               n_trials=n_trials,
+    run_trials(study, storage, setup, total=total, n_trials=n_trials,
                on_record=lambda r, _s: events.trial(r), wait_for_others=False)
     return records_of(study)
