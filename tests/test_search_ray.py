@@ -103,7 +103,7 @@ def test_ray_search_runs_trials_records_them_and_serves_the_dashboard(tmp_path: 
     assert f"Ray dashboard: http://127.0.0.1:{port}" in out
     assert probe.answers.get("/api/gcs_healthz") == 200
     # the dashboard as a client sees it: with token authentication on (Ray's default for local
-    # clusters since 2.59) the API answers 401 without the token, 200 with it, and the search
+    # clusters in 2.60) the API answers 401 without the token, 200 with it, and the search
     # tells the user how to get the token
     if probe.answers.get("/api/v0/nodes") == 401:
         assert "ray get-auth-token" in out and "RAY_AUTH_MODE=disabled" in out

@@ -69,8 +69,8 @@ METRIC = "objective"
 FINISHED = "finished.json"
 #: seconds between Tune's saves of the experiment state (its default adapts from 10 s up):
 #: trials created after the last save are unknown to a restored experiment (a trial running
-#: then is started afresh under its number), so save often; a save of a search's few hundred
-#: trials takes milliseconds
+#: then is started afresh under its number), so save often (the cost of a save was not
+#: measured here; Tune warns when one is slow)
 CHECKPOINT_S = "1"
 
 
@@ -325,7 +325,7 @@ def _token_file() -> Path:
 
 def dashboard_auth(url: str, timeout: float = 5.0) -> str:
     """'token' when the dashboard answers 401 without a token (Ray's token authentication,
-    on by default for local clusters since Ray 2.59), 'none' when it answers, 'unknown' when
+    which a local Ray 2.60 turns on: it creates ~/.ray/auth_token), 'none' when it answers, 'unknown' when
     it cannot be reached."""
     import urllib.error
     import urllib.request
@@ -369,7 +369,7 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
     from ray import tune
 
     from ._ray_study import StudySearch, supersede_unfinished
-    from .optuna_backend import create_study, open_storage, open_study, study_exists
+    from .optuna_backend import create_study, open_storage, study_exists
 
     say = on_message or (lambda _msg: None)
     run_dir = Path(run_dir).resolve()
@@ -437,7 +437,6 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
             # Tune ends fit() quietly on Ctrl-C after saving its state; so do we
             raise KeyboardInterrupt(f"Ray Tune stopped after {len(records)} of {n_trials} "
                                     f"trials; continue with --resume")
-        study, _ = open_study(loc.storage, loc.study_name, who=f"run directory {run_dir}")
         lost = supersede_unfinished(study)
         if lost:
             say(f"{len(lost)} trial(s) created after Tune's last saved state were lost when "
