@@ -17,21 +17,9 @@ from nas_prune.surgery import (
     model_widths,
     shortcut_mismatches,
 )
+from nas_prune.testing.family_suite import random_state
 
 SHAPE = InputShape(channels=3, size=8, classes=5)
-
-
-def _random_state(model: nn.Module, gen: torch.Generator) -> None:
-    """Non-trivial BatchNorm statistics and affine parameters, so eval mode is a real test."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.weight.copy_(torch.randn(m.num_features, generator=gen))
-                m.bias.copy_(torch.randn(m.num_features, generator=gen))
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            elif isinstance(m, nn.Linear) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.out_features, generator=gen))
 
 
 def _silence_removed(model: nn.Module, family, keep: dict[str, torch.Tensor]) -> None:
@@ -59,7 +47,7 @@ def _assert_same_function(family, keep: dict[str, torch.Tensor], seed: int) -> N
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     full = family.build(family.base_widths())
-    _random_state(full, gen)
+    random_state(full, gen)
     _silence_removed(full, family, keep)
     full.eval()
     cut = cut_down(full, family, keep)

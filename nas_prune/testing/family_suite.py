@@ -116,8 +116,9 @@ def check_onnx(space: SearchSpace, widths: dict[str, int], tmp: Path, seed: int 
     assert checked[1], f"ONNX differs by {checked[0]}"
 
 
-def _random_state(model: nn.Module, gen: torch.Generator) -> None:
-    """Non-trivial BatchNorm statistics and affine parameters, so eval mode is a real test."""
+def random_state(model: nn.Module, gen: torch.Generator) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters, and linear biases, so eval mode
+    is a real test."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
@@ -125,6 +126,8 @@ def _random_state(model: nn.Module, gen: torch.Generator) -> None:
                 m.bias.copy_(torch.randn(m.num_features, generator=gen))
                 m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            elif isinstance(m, nn.Linear) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.out_features, generator=gen))
 
 
 def check_surgery(space: SearchSpace, widths: dict[str, int], seed: int = 0) -> None:
@@ -141,7 +144,7 @@ def check_surgery(space: SearchSpace, widths: dict[str, int], seed: int = 0) -> 
         keep.update({g.name: torch.arange(g.base) for g in fam.groups() if g.residual})
     torch.manual_seed(seed)
     full = fam.build(base)
-    _random_state(full, gen)
+    random_state(full, gen)
     with torch.no_grad():
         for g in fam.groups():
             mask = torch.ones(g.base, dtype=torch.bool)
@@ -163,4 +166,4 @@ def check_surgery(space: SearchSpace, widths: dict[str, int], seed: int = 0) -> 
 
 
 __all__ = ["DATA_SHAPE", "check_cost", "check_onnx", "check_surgery", "check_trains",
-           "check_yaml", "load_space", "random_widths"]
+           "check_yaml", "load_space", "random_state", "random_widths"]
