@@ -65,8 +65,7 @@ def group_rows(family, widths) -> tuple[list[dict], dict[str, str]]:
              "residual": g.residual, "producers": list(g.convs), "bns": list(g.bns),
              "depthwise": list(g.depthwise), "consumers": list(g.consumers)}
             for g in family.groups()]
-    fixed = family.fixed_layers() if hasattr(family, "fixed_layers") else {}
-    return rows, dict(fixed)
+    return rows, family.fixed_layers()
 
 
 def run_flops(args: argparse.Namespace) -> int:

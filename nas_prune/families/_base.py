@@ -83,6 +83,10 @@ class Family(ABC):
     def base_widths(self) -> Widths:
         return {g.name: g.base for g in self.groups()}
 
+    def fixed_layers(self) -> dict[str, str]:
+        """Producer layers kept at full width outside every group, and why (none here)."""
+        return {}
+
     def layer_channels(self, widths: Mapping[str, int]) -> dict[str, int]:
         """Expanded per-layer output channels: conv module name -> channels, in group order."""
         return {conv: int(widths[g.name]) for g in self.groups() for conv in g.convs}

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from nas_prune import load_spec
+from nas_prune.widths import SearchSpace, space_source, with_input
 
 METHODS = ("uniform", "l1norm", "thinet", "regression", "slimming", "autopruner")
 SPACES = ("resnet18_w16_data", "mobilenet_v2_half_data")
@@ -31,8 +32,6 @@ def main(root: Path) -> None:
             continue
         specs = {m: load_spec(p) for m, p in found.items()}
         first = next(iter(specs.values()))
-        from nas_prune.widths import SearchSpace, space_source, with_input
-
         raw = with_input(space_source(space)[1], first.input)
         base = SearchSpace.from_dict(raw, name=space).base_widths()
         print(f"### {space}\n")
