@@ -29,14 +29,29 @@ in ``--out``; read ratios and correlations, not milliseconds, on a loaded machin
     python benchmarks/latency.py                                   # 2 spaces x 50 candidates
     python benchmarks/latency.py --spaces vgg_small_fmnist --candidates 3 --repeats 5 \\
         --warmup 2 --out /tmp/lat_smoke.json                       # a smoke run
+
+**Repeatability** (``--section repeatability``): does a latency repeat from one process to the
+next? Five networks of a space (uniform at 0.75, 0.5 and 0.3 of the base widths, two random
+allocations) are measured in ``--processes`` separate processes, one after the other, for each
+backend and thread count (``--threads-list``). Each process measures, as the predictor did before
+ratios: the base network alone, then each network alone (medians of ``--repeats`` runs; "before");
+then each network interleaved with the base network (:func:`nas_prune.latency.measure_ratio`;
+"after"). Per setting and network: the max / min over the processes of the absolute median, of
+the ratio of two separate medians, and of the interleaved ratio. Goal (a quiet machine): the
+interleaved ratio spreads under 3% and the absolute median under 10%.
+
+    python benchmarks/latency.py --section repeatability --out \\
+        benchmarks/results/latency_repeatability.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +64,14 @@ from nas_prune._meta import code_version, hardware, now
 from nas_prune.budget import refine_to_budget
 from nas_prune.cli._common import table
 from nas_prune.errors import UserError
-from nas_prune.latency import BACKENDS, LatencyConfig, LatencyPredictor, device_info
+from nas_prune.latency import (
+    BACKENDS,
+    LatencyConfig,
+    LatencyPredictor,
+    device_info,
+    measure,
+    measure_ratio,
+)
 from nas_prune.widths import SearchSpace
 
 TOLERANCE = 0.02  # candidates' FLOPs within 2% of the common target
@@ -160,8 +182,122 @@ def _rho(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
+# ---- repeatability ----------------------------------------------------------------------------
+RATIO_GOAL = 0.03  # max / min - 1 of the interleaved ratio over processes
+ABSOLUTE_GOAL = 0.10  # max / min - 1 of the absolute median over processes
+
+
+def repeat_networks(space: SearchSpace, seed: int) -> dict[str, dict[str, int]]:
+    """The five networks the repeatability section measures (besides the base network)."""
+    rng = random.Random(f"{seed}:repeat:{space.name}")
+    base = space.base_widths()
+    nets = {f"uniform {k}": space.snap({g: k * b for g, b in base.items()})
+            for k in (0.75, 0.5, 0.3)}
+    for i in range(2):
+        nets[f"random {i}"] = space.snap({g: rng.uniform(0.3, 1.0) * b for g, b in base.items()})
+    return nets
+
+
+def repeat_worker(args: argparse.Namespace) -> int:
+    """One process of the repeatability section: prints its measurements as one JSON line."""
+    import torch
+
+    space = SearchSpace.load(args.spaces.split(",")[0])
+    cfg = LatencyConfig(backend=args.backends, threads=args.threads, warmup=args.warmup,
+                        repeats=args.repeats, busy_spread=10.0)
+    torch.manual_seed(0)
+    build = space.family.build
+    base = build(space.base_widths())
+    nets = {n: build(w) for n, w in repeat_networks(space, args.seed).items()}
+    shape = space.family.input_shape
+    alone = {"base": measure(base, shape, cfg).to_dict()}
+    alone.update({n: measure(m, shape, cfg).to_dict() for n, m in nets.items()})
+    inter = {n: measure_ratio(m, base, shape, cfg).to_dict() for n, m in nets.items()}
+    print(json.dumps({"alone": alone, "interleaved": inter, "device": device_info(cfg)}))
+    return 0
+
+
+def _max_over_min(values: Sequence[float]) -> float:
+    return max(values) / min(values)
+
+
+def repeatability(args: argparse.Namespace) -> int:
+    t_start, load_start = time.perf_counter(), os.getloadavg()
+    space = SearchSpace.load(args.spaces.split(",")[0])
+    threads_list = [int(t) for t in args.threads_list.split(",")]
+    settings = []
+    for backend in [b for b in args.backends.split(",") if b]:
+        for threads in threads_list:
+            runs = []
+            for _ in range(args.processes):
+                cmd = [sys.executable, __file__, "--section", "repeat-worker", "--spaces",
+                       space.name, "--backends", backend, "--threads", str(threads),
+                       "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+                       "--seed", str(args.seed)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            nets = {}
+            for n in repeat_networks(space, args.seed):
+                absolute = [r["alone"][n]["median_ms"] for r in runs]
+                before = [r["alone"][n]["median_ms"] / r["alone"]["base"]["median_ms"]
+                          for r in runs]
+                after = [r["interleaved"][n]["ratio"] for r in runs]
+                nets[n] = {"absolute_ms": absolute, "ratio_separate": before,
+                           "ratio_interleaved": after,
+                           "ratio_spread_median": statistics.median(
+                               r["interleaved"][n]["spread"] for r in runs),
+                           "absolute_max_over_min": _max_over_min(absolute),
+                           "separate_max_over_min": _max_over_min(before),
+                           "interleaved_max_over_min": _max_over_min(after)}
+            base_abs = [r["alone"]["base"]["median_ms"] for r in runs]
+            worst = {k: max(v[k] for v in nets.values()) for k in
+                     ("absolute_max_over_min", "separate_max_over_min",
+                      "interleaved_max_over_min")}
+            worst["absolute_max_over_min"] = max(worst["absolute_max_over_min"],
+                                                 _max_over_min(base_abs))
+            settings.append({"backend": backend, "threads": threads, "base_ms": base_abs,
+                             "networks": nets, "worst": worst,
+                             "goals_met": {"ratio": worst["interleaved_max_over_min"] - 1
+                                           < RATIO_GOAL,
+                                           "absolute": worst["absolute_max_over_min"] - 1
+                                           < ABSOLUTE_GOAL},
+                             "device": runs[0]["device"]})
+            w = worst
+            print(f"{backend} {threads} thread(s): worst max/min over {args.processes} "
+                  f"processes: absolute {w['absolute_max_over_min']:.3f}, ratio of separate "
+                  f"medians {w['separate_max_over_min']:.3f}, interleaved ratio "
+                  f"{w['interleaved_max_over_min']:.3f}", flush=True)
+    out = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "finished": now(), "wall_s": round(time.perf_counter() - t_start, 1),
+        "hardware": hardware("cpu"), "versions": code_version(),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
+        "space": space.name, "networks": repeat_networks(space, args.seed),
+        "settings_measured": {"processes": args.processes, "warmup": args.warmup,
+                              "repeats": args.repeats},
+        "goals": {"interleaved_ratio_max_over_min_below": 1 + RATIO_GOAL,
+                  "absolute_max_over_min_below": 1 + ABSOLUTE_GOAL},
+        "results": settings}
+    write_json(args.out, out)
+    rows = [[s["backend"], s["threads"], f"{s['worst']['absolute_max_over_min']:.3f}",
+             f"{s['worst']['separate_max_over_min']:.3f}",
+             f"{s['worst']['interleaved_max_over_min']:.3f}",
+             "met" if s["goals_met"]["absolute"] else "MISSED",
+             "met" if s["goals_met"]["ratio"] else "MISSED"] for s in settings]
+    print(table(rows, ["backend", "threads", "absolute", "ratio (separate)",
+                       "ratio (interleaved)", "goal abs <10%", "goal ratio <3%"]))
+    print(f"worst max/min over {args.processes} processes and 5 networks of {space.name}; "
+          f"load {load_start[0]:.1f} -> {out['load_average']['end'][0]:.1f}; wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--section", choices=("predictor", "repeatability", "repeat-worker"),
+                   default="predictor", help="predictor: the equal-FLOPs table (default); "
+                   "repeatability: the same networks measured in separate processes")
+    p.add_argument("--processes", type=int, default=5, help="repeatability: processes")
+    p.add_argument("--threads-list", default="1,2", help="repeatability: thread counts")
     p.add_argument("--spaces", default="vgg_small_fmnist,resnet20_fmnist",
                    help="comma-separated search spaces")
     p.add_argument("--backends", default=",".join(BACKENDS),
@@ -185,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
                         "backend, so filling the table is timed from empty)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/latency.json"))
     args = p.parse_args(argv)
+    if args.section == "repeat-worker":
+        return repeat_worker(args)
+    if args.section == "repeatability":
+        if args.out == Path("benchmarks/results/latency.json"):
+            args.out = Path("benchmarks/results/latency_repeatability.json")
+        return repeatability(args)
     spaces = [s for s in args.spaces.split(",") if s]
     backends = [b for b in args.backends.split(",") if b]
     if args.candidates < 1 or args.repeats < 1 or args.warmup < 0:

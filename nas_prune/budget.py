@@ -23,10 +23,28 @@ from .errors import UserError
 from .families import Widths
 from .widths import SearchSpace
 
-__all__ = ["BUDGET_TOLERANCE", "check_budget", "fit_scalar", "fit_threshold", "kept_counts",
-           "refine_to_budget", "uniform_widths"]
+__all__ = ["BUDGET_TOLERANCE", "check_budget", "cost_text", "fit_scalar", "fit_threshold",
+           "kept_counts", "refine_to_budget", "tolerance_for", "uniform_widths"]
 
 BUDGET_TOLERANCE = 0.01
+
+
+def tolerance_for(space: SearchSpace, metric: str) -> float:
+    """The band a budget is met within: 1%, or for latency the predictor's band (at least 1%,
+    wider where the measurement spreads more: :meth:`~nas_prune.latency.LatencyPredictor.band`).
+    """
+    if metric == "latency" and space.latency is not None:
+        return space.latency.band(BUDGET_TOLERANCE)
+    return BUDGET_TOLERANCE
+
+
+def cost_text(cost: float, metric: str) -> str:
+    """A cost for a message, with its unit."""
+    if metric == "latency":
+        from .latency import format_ns
+
+        return f"{format_ns(cost)} latency"
+    return f"{int(cost)} {metric}"
 
 
 def check_budget(space: SearchSpace, budget: float, metric: str = "flops") -> int:
@@ -40,10 +58,12 @@ def check_budget(space: SearchSpace, budget: float, metric: str = "flops") -> in
         raise UserError(f"budget: {budget!r} must be a ratio in (0, 1] of the base {metric}")
     base = space.base_cost(metric)
     floor = space.cost(space.min_widths(), metric)
-    if floor > budget * base * (1 + BUDGET_TOLERANCE):
+    if floor > budget * base * (1 + tolerance_for(space, metric)):
+        measured = (f": predicted {cost_text(floor, metric)} against the base network's "
+                    f"{cost_text(base, metric)}" if metric == "latency" else "")
         raise UserError(f"budget: {budget} is below the smallest network of space {space.name} "
-                        f"({floor / base:.4f} of the base {metric}); raise the budget or lower "
-                        f"min_width")
+                        f"({floor / base:.4f} of the base {metric}{measured}); raise the budget "
+                        f"or lower min_width")
     return int(round(budget * base))
 
 
@@ -115,7 +135,7 @@ def fit_scalar(space: SearchSpace, widths_at: Callable[[float], Mapping[str, flo
 
 def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int, metric: str,
                      scores: Mapping[str, torch.Tensor] | None = None,
-                     tolerance: float = BUDGET_TOLERANCE) -> Widths:
+                     tolerance: float | None = None) -> Widths:
     """On-grid ``widths`` moved until their cost is within ``tolerance`` of ``target``.
 
     First single groups move one grid step at a time. Too expensive: a step down for the group
@@ -128,8 +148,9 @@ def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int,
     moves of one or two groups by a grid step, whichever lands closest to the target, then (for
     spaces of at most 20,000 width vectors) the width vector within the band nearest to
     ``widths``. A target none of them meets is a one-line
-    :class:`~nas_prune.errors.UserError`.
+    :class:`~nas_prune.errors.UserError`. ``tolerance`` defaults to :func:`tolerance_for`.
     """
+    tolerance = tolerance_for(space, metric) if tolerance is None else tolerance
     widths = dict(widths)
     base = space.base_widths()
 
@@ -184,9 +205,13 @@ def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int,
         widths = _nearest_feasible(space, widths, target, metric, tolerance) or widths
         cost = space.cost(widths, metric)
     if abs(cost - target) > tolerance * target:
-        raise UserError(f"budget: cannot land within {tolerance:.0%} of {target} {metric} on the "
-                        f"divisor grid of space {space.name} (closest: {cost}); use a finer "
-                        f"divisor or another budget")
+        lat = space.latency if metric == "latency" else None
+        cure = (f"the base network's latency varied by {lat.spread:.0%} while measuring; run on "
+                f"a quieter machine or raise latency.repeats" if lat is not None and lat.busy
+                else "use a finer divisor or another budget")
+        raise UserError(f"budget: cannot land within {100 * tolerance:.3g}% of "
+                        f"{cost_text(target, metric)} on the divisor grid of space {space.name} "
+                        f"(closest: {cost_text(cost, metric)}); {cure}")
     return widths
 
 

@@ -381,6 +381,7 @@ RULES: dict[str, Any] = {
     "latency.warmup": Range(0, 100_000),
     "latency.repeats": Range(1, 100_000),
     "latency.table_dir": NonEmpty("a folder (or null)"),
+    "latency.busy_spread": Range(0, 10, lo_open=True),
     "seed_method.base_epochs": _EPOCHS,
     "seed_method.base_checkpoint": NonEmpty("a state dict path (or null)"),
     "seed_method.samples": _POSITIVE,

@@ -17,6 +17,19 @@ versions, threads, batch) in ``latency.table_dir`` (default ``~/.cache/nas-prune
 sum over units misses what lies between them (pooling, additions, the framework's per-call
 overhead), so ``a x sum + b`` is fitted by least squares to whole networks measured at a few
 uniform scalings of the base widths. Costs are integer nanoseconds.
+
+**Ratios** (:func:`measure_ratio`): a budget given as a ratio of the base network's latency is
+measured as one. The candidate and the reference run interleaved in one process (A B B A ...,
+the order alternating every round), and the ratio of each round's two times is taken, so that
+what the machine does meanwhile falls on both alike; the median ratio is reported with its
+quartiles. The calibration networks are measured the same way, interleaved with the base
+network, and the fit is kept in the table file with the measured spread of the base network,
+so later processes on the same machine predict (and propose) exactly the same.
+
+**A busy machine**: a measurement whose interquartile range exceeds :data:`BUSY_SPREAD` of its
+median cannot place a network finely. A budget fit then lands within half that spread instead of
+1% (:meth:`LatencyPredictor.band`), the predictor says so (``busy``, ``spread``, a warning in the
+log), and nothing it measured is written to the table, so a quiet run later starts clean.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import statistics
 import time
@@ -40,10 +54,20 @@ from ._io import write_atomic
 from .errors import UserError
 from .families import Family, InputShape
 
-__all__ = ["BACKENDS", "LatencyConfig", "LatencyPredictor", "Measurement", "device_info",
-           "measure", "parse_budget"]
+__all__ = ["BACKENDS", "BUSY_SPREAD", "LatencyConfig", "LatencyPredictor", "Measurement",
+           "Ratio", "device_info", "format_ns", "measure", "measure_ratio", "parse_budget"]
 
 BACKENDS = ("torch", "onnxruntime")
+#: a measurement whose interquartile range is above this share of its median was taken on a busy
+#: machine (quiet, one thread: 2-4% on torch, 4-12% on onnxruntime for vgg_small_fmnist)
+BUSY_SPREAD = 0.15
+
+log = logging.getLogger(__name__)
+
+
+def format_ns(ns: float) -> str:
+    """A latency for a message: milliseconds, or microseconds below one millisecond."""
+    return f"{ns / 1e6:.3f} ms" if ns >= 1e6 else f"{ns / 1e3:.1f} µs"
 
 
 @dataclass(frozen=True)
@@ -52,10 +76,16 @@ class LatencyConfig:
 
     backend: str = "torch"
     batch_size: int = 1
-    threads: int | None = None  # null: every core this process may run on
+    # one thread by default: measured on a 2-core machine with a two-thread job beside it, one
+    # pinned thread measured as when quiet (3.0 -> 3.1 ms) while two threads went from 1.8 to
+    # 6-212 ms (benchmarks/latency.py, section 'threads under load')
+    threads: int | None = 1  # null: every core this process may run on
     warmup: int = 10
     repeats: int = 30
     table_dir: str | None = None  # null: ~/.cache/nas-prune/latency
+    # a base network whose interquartile range exceeds this share of its median was measured on
+    # a busy machine: budgets land within half of it and nothing measured is kept in the table
+    busy_spread: float = BUSY_SPREAD
 
 
 @dataclass(frozen=True)
@@ -71,11 +101,50 @@ class Measurement:
     def median_ms(self) -> float:
         return self.median_ns / 1e6
 
+    @property
+    def spread(self) -> float:
+        """The interquartile range as a share of the median."""
+        return (self.q75_ns - self.q25_ns) / max(1, self.median_ns)
+
+    @classmethod
+    def of(cls, times: list[int]) -> Measurement:
+        q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+        return cls(int(statistics.median(times)), int(q[0]), int(q[2]), len(times))
+
     def to_dict(self) -> dict[str, Any]:
         return {"median_ms": round(self.median_ns / 1e6, 5),
                 "iqr_ms": round((self.q75_ns - self.q25_ns) / 1e6, 5),
                 "q25_ms": round(self.q25_ns / 1e6, 5), "q75_ms": round(self.q75_ns / 1e6, 5),
                 "repeats": self.repeats}
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A candidate's latency over a reference's, measured interleaved: the median and quartiles
+    of the per-round ratios, with both networks' own measurements."""
+
+    median: float
+    q25: float
+    q75: float
+    candidate: Measurement
+    reference: Measurement
+    busy_spread: float = BUSY_SPREAD  # the reference's spread above which the machine was busy
+
+    @property
+    def spread(self) -> float:
+        """The interquartile range of the per-round ratios as a share of their median."""
+        return (self.q75 - self.q25) / self.median if self.median else 0.0
+
+    @property
+    def busy(self) -> bool:
+        """The reference's own times spread more than ``busy_spread`` of their median."""
+        return self.reference.spread > self.busy_spread
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratio": round(self.median, 5), "q25": round(self.q25, 5),
+                "q75": round(self.q75, 5), "spread": round(self.spread, 5),
+                "rounds": self.candidate.repeats, "busy": self.busy,
+                "candidate": self.candidate.to_dict(), "reference": self.reference.to_dict()}
 
 
 def threads_of(cfg: LatencyConfig) -> int:
@@ -149,21 +218,37 @@ def warnings_quiet() -> Iterator[None]:
         yield
 
 
-def _time(fn, warmup: int, repeats: int) -> Measurement:
-    for _ in range(warmup):
-        fn()
-    times = []
+def _rounds(fns: list, warmup: int, repeats: int) -> list[list[int]]:
+    """Each callable's times over ``repeats`` rounds; every round runs each callable once, in an
+    order that reverses every round (A B, B A, ...) so that neither always runs first."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[int]] = [[] for _ in fns]
+    order = list(range(len(fns)))
     for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t0)
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return Measurement(int(statistics.median(times)), int(q[0]), int(q[2]), len(times))
+        for i in order:
+            t0 = time.perf_counter_ns()
+            fns[i]()
+            times[i].append(time.perf_counter_ns() - t0)
+        order.reverse()
+    return times
 
 
-def measure(model: nn.Module, shape: InputShape | tuple[int, ...], cfg: LatencyConfig, *,
-            warmup: int | None = None, repeats: int | None = None) -> Measurement:
-    """The latency of one forward pass of ``model`` on ``cfg.backend`` (CPU).
+def _runner(model: nn.Module, x: torch.Tensor, backend: str, threads: int):
+    """A callable that runs one forward pass of ``model`` on ``x`` on the backend."""
+    model = model.cpu().eval()
+    if backend == "torch":
+        return lambda: model(x)
+    session = _ort_session(model, x, threads)
+    feed = {"images": x.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def measure_many(models: list[nn.Module], shape: InputShape | tuple[int, ...],
+                 cfg: LatencyConfig, *, warmup: int | None = None,
+                 repeats: int | None = None) -> list[list[int]]:
+    """The forward-pass times (nanoseconds) of each model, measured interleaved round by round.
 
     ``shape`` is the input shape of one image (an :class:`InputShape`) or of one sample (a
     tuple, for a linear unit).
@@ -172,16 +257,33 @@ def measure(model: nn.Module, shape: InputShape | tuple[int, ...], cfg: LatencyC
     dims = (shape.channels, shape.size, shape.size) if isinstance(shape, InputShape) \
         else tuple(shape)
     x = torch.randn(cfg.batch_size, *dims, generator=torch.Generator().manual_seed(0))
-    model = model.cpu().eval()
     threads = threads_of(cfg)
     warmup = cfg.warmup if warmup is None else warmup
     repeats = cfg.repeats if repeats is None else repeats
     with pinned(threads), torch.no_grad():
-        if cfg.backend == "torch":
-            return _time(lambda: model(x), warmup, repeats)
-        session = _ort_session(model, x, threads)
-        feed = {"images": x.numpy()}
-        return _time(lambda: session.run(None, feed), warmup, repeats)
+        fns = [_runner(m, x, cfg.backend, threads) for m in models]
+        return _rounds(fns, warmup, repeats)
+
+
+def measure(model: nn.Module, shape: InputShape | tuple[int, ...], cfg: LatencyConfig, *,
+            warmup: int | None = None, repeats: int | None = None) -> Measurement:
+    """The latency of one forward pass of ``model`` on ``cfg.backend`` (CPU)."""
+    return Measurement.of(measure_many([model], shape, cfg, warmup=warmup, repeats=repeats)[0])
+
+
+def ratio_of(times: list[int], reference: list[int], busy_spread: float = BUSY_SPREAD) -> Ratio:
+    """The :class:`Ratio` of two interleaved series of times (round by round)."""
+    rounds = [a / b for a, b in zip(times, reference, strict=True)]
+    q = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else [rounds[0]] * 3
+    return Ratio(statistics.median(rounds), q[0], q[2], Measurement.of(times),
+                 Measurement.of(reference), busy_spread)
+
+
+def measure_ratio(model: nn.Module, reference: nn.Module, shape: InputShape | tuple[int, ...],
+                  cfg: LatencyConfig, *, repeats: int | None = None) -> Ratio:
+    """``model``'s latency over ``reference``'s, measured interleaved (see the module text)."""
+    a, b = measure_many([model, reference], shape, cfg, repeats=repeats)
+    return ratio_of(a, b, cfg.busy_spread)
 
 
 # ---- the lookup-table predictor ------------------------------------------------------------
@@ -297,26 +399,37 @@ class LatencyPredictor:
         self.info = device_info(cfg)
         sig = json.dumps(self.info, sort_keys=True)
         self.path = _table_root(cfg) / f"{hashlib.sha256(sig.encode()).hexdigest()[:16]}.json"
-        self.table: dict[str, int] = self._load()
+        # the calibration belongs to this family's layers and grid, at this measuring setting
+        layout = json.dumps([[asdict(u) for u in self.units], family.base_widths(), divisor,
+                             self.CALIBRATION, cfg.warmup, cfg.repeats], sort_keys=True)
+        self.fingerprint = hashlib.sha256(layout.encode()).hexdigest()[:16]
+        self.table, self.calibrations = self._load()
         self._fit: tuple[float, float] | None = None
         self.calibration_points: list[dict[str, float]] = []
+        self.calibration_source = "none"  # measured | table
+        # calibrating: the base network's interquartile range / median; busy: that spread was
+        # above latency.busy_spread (then nothing measured is kept in the table)
+        self.spread = 0.0
+        self.busy = False
         self._dirty = False
 
     # ---- the table on disk ------------------------------------------------------------------
-    def _load(self) -> dict[str, int]:
+    def _load(self) -> tuple[dict[str, int], dict[str, Any]]:
         try:
             data = json.loads(self.path.read_text())
             if data.get("device") == self.info:
-                return {k: int(v) for k, v in data["entries"].items()}
+                return ({k: int(v) for k, v in data["entries"].items()},
+                        dict(data.get("calibrations") or {}))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # missing or damaged: measured again
-        return {}
+        return {}, {}
 
     def save(self) -> None:
-        if not self._dirty:
+        if not self._dirty or self.busy:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps({"device": self.info, "entries": self.table},
+        write_atomic(self.path, json.dumps({"device": self.info, "entries": self.table,
+                                            "calibrations": self.calibrations},
                                            indent=0, sort_keys=True))
         self._dirty = False
 
@@ -339,23 +452,59 @@ class LatencyPredictor:
         return {g.name: max(d, int(round(g.base * keep / d)) * d) for g in self.family.groups()}
 
     def calibration(self) -> tuple[float, float]:
-        """``(a, b)`` of ``latency = a x table sum + b``, fitted once on whole networks."""
-        if self._fit is None:
-            xs, ys = [], []
-            for keep in self.CALIBRATION:
-                w = self._scaled(keep)
-                xs.append(self.table_sum(w))
-                ys.append(self.measure(w).median_ns)
-            n = len(xs)
-            mx, my = sum(xs) / n, sum(ys) / n
-            sxx = sum((x - mx) ** 2 for x in xs)
-            a = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 1
-            if not 0.25 <= a <= 4:  # noise swamped the slope (a loaded machine, a tiny model):
-                a = 1.0  # keep the table's scale and fit the offset alone
-            self._fit = (a, my - a * mx)
-            self.calibration_points = [{"keep": k, "table_ms": x / 1e6, "measured_ms": y / 1e6}
-                                       for k, x, y in zip(self.CALIBRATION, xs, ys, strict=True)]
+        """``(a, b)`` of ``latency = a x table sum + b``: read from the table file, else fitted
+        on whole networks at :attr:`CALIBRATION` keep ratios measured interleaved (their spread
+        decides :attr:`busy`) and kept in the table file when the machine was quiet."""
+        if self._fit is not None:
+            return self._fit
+        stored = self.calibrations.get(self.fingerprint)
+        if stored is not None:
+            self._fit = (float(stored["a"]), float(stored["b_ns"]))
+            self.calibration_points = list(stored["points"])
+            self.spread = float(stored["spread"])
+            self.calibration_source = "table"
+            return self._fit
+        torch.manual_seed(0)
+        nets = [self.family.build(self._scaled(k)) for k in self.CALIBRATION]
+        times = measure_many(nets, self.family.input_shape, self.cfg)
+        base = Measurement.of(times[0])
+        # each network as its ratio to the base network, round by round, times the base's
+        # median: what the machine did meanwhile falls on both alike
+        ratios = [ratio_of(t, times[0], self.cfg.busy_spread) for t in times]
+        ys = [r.median * base.median_ns for r in ratios]
+        self.spread = base.spread
+        self.busy = base.spread > self.cfg.busy_spread
+        if self.busy:
+            log.warning("latency: the base network's latency varied by %.0f%% (interquartile "
+                        "range / median) while measuring: the machine is busy; budgets land "
+                        "within %.1f%% and nothing measured is kept in %s",
+                        100 * self.spread, 100 * max(0.01, self.spread / 2), self.path)
+        xs = [self.table_sum(self._scaled(k)) for k in self.CALIBRATION]
+        n = len(xs)
+        mx, my = sum(xs) / n, sum(ys) / n
+        sxx = sum((x - mx) ** 2 for x in xs)
+        a = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 1
+        if not 0.25 <= a <= 4:  # noise swamped the slope (a loaded machine, a tiny model):
+            a = 1.0  # keep the table's scale and fit the offset alone
+        self._fit = (a, my - a * mx)
+        self.calibration_source = "measured"
+        self.calibration_points = [{"keep": k, "table_ms": x / 1e6, "measured_ms": y / 1e6,
+                                    "ratio": round(r.median, 5), "ratio_spread": round(r.spread, 5)}
+                                   for k, x, y, r in zip(self.CALIBRATION, xs, ys, ratios,
+                                                         strict=True)]
+        self.calibrations[self.fingerprint] = {
+            "a": a, "b_ns": self._fit[1], "points": self.calibration_points,
+            "spread": round(self.spread, 5), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._dirty = True
+        self.save()
         return self._fit
+
+    def band(self, floor: float = 0.01) -> float:
+        """The relative band a latency budget is met within: ``floor`` (the budget tolerance),
+        or half the calibration's :attr:`spread`, whichever is wider: a measurement cannot place
+        a network more finely than its own spread."""
+        self.calibration()
+        return max(floor, self.spread / 2)
 
     def predict(self, widths: Mapping[str, int]) -> int:
         """Predicted latency of the network at ``widths``, integer nanoseconds (>= 1)."""
@@ -367,11 +516,35 @@ class LatencyPredictor:
         torch.manual_seed(0)
         return measure(self.family.build(dict(widths)), self.family.input_shape, self.cfg)
 
+    def measure_ratio(self, widths: Mapping[str, int], *, fresh: bool = False
+                      ) -> tuple[Ratio, str]:
+        """The network at ``widths`` over the base network, measured interleaved; and where the
+        number came from: ``table`` (measured by an earlier process on this machine, kept with
+        the calibration so that a fit corrected by it repeats) or ``measured``. Measurements on
+        a busy machine are not kept; ``fresh`` measures again whatever the table holds."""
+        self.calibration()
+        key = json.dumps(dict(sorted(widths.items())))
+        kept = self.calibrations.get(self.fingerprint, {}).get("ratios", {})
+        if key in kept and not fresh:
+            d = kept[key]
+            return Ratio(d["median"], d["q25"], d["q75"], Measurement(**d["candidate"]),
+                         Measurement(**d["reference"]), self.cfg.busy_spread), "table"
+        torch.manual_seed(0)
+        cand, base = (self.family.build(dict(w)) for w in (widths, self.family.base_widths()))
+        r = measure_ratio(cand, base, self.family.input_shape, self.cfg)
+        if not r.busy and self.fingerprint in self.calibrations:
+            self.calibrations[self.fingerprint].setdefault("ratios", {})[key] = asdict(r)
+            self._dirty = True
+            self.save()
+        return r, "measured"
+
     def describe(self) -> dict[str, Any]:
         a, b = self.calibration()
         return {"config": asdict(self.cfg), "device": self.info, "table": str(self.path),
                 "entries": len(self.table), "fit": {"a": a, "b_ms": b / 1e6},
-                "calibration": self.calibration_points}
+                "calibration": self.calibration_points,
+                "calibration_source": self.calibration_source,
+                "spread": round(self.spread, 5), "busy": self.busy}
 
 
 def parse_budget(value: str | float, metric: str) -> tuple[float | None, int | None]:

@@ -54,7 +54,7 @@ def add_flops_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON with keys flops and params")
     p.add_argument("--latency", metavar="BACKEND", help="also measure the latency of one "
                    "forward pass on this backend (torch or onnxruntime; CPU, batch 1, all cores)")
-    p.add_argument("--threads", type=int, help="threads for --latency (default: all cores)")
+    p.add_argument("--threads", type=int, help="threads for --latency (default: 1, as latency.threads)")
     p.add_argument("--groups", action="store_true", help="also list the width groups (their "
                    "layers) and the layers kept at full width, with why")
 
@@ -75,7 +75,8 @@ def run_flops(args: argparse.Namespace) -> int:
 
         if args.threads is not None and not 1 <= args.threads <= 1024:
             raise UserError(f"--threads: {args.threads} is out of range; must be in [1, 1024]")
-        latency = LatencyConfig(backend=args.latency, threads=args.threads)
+        latency = LatencyConfig(backend=args.latency, **({"threads": args.threads}
+                                                         if args.threads is not None else {}))
         check(latency)
     spec, space = load_arch_or_space(args.arch)
     out = {"flops": spec.flops, "params": spec.params}

@@ -106,3 +106,8 @@ def human(n: float) -> str:
 def emit_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def warn(message: str) -> None:
+    """A warning for the person at the terminal, on stderr: one line, the run goes on."""
+    print(f"nas-prune: warning: {message}", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config import METRICS, to_dict
 from ..errors import UserError
+from ..latency import format_ns
 from ._common import (
     BUDGET_HELP,
     add_config_arguments,
@@ -24,6 +25,7 @@ from ._common import (
     resolve_config,
     split_budget,
     table,
+    warn,
 )
 
 
@@ -141,16 +143,37 @@ def run_propose(args: argparse.Namespace) -> int:
                       "proposal": round(run.propose_s, 3)},
         "seed": cfg.random_seed, "device": str(device), "config": to_dict(cfg),
     }
-    if sm.metric == "latency":  # the prediction the budget used, and a direct measurement
-        m = space.latency.measure(prop.widths)
-        provenance["latency"] = {"device": space.latency.info,
-                                 "predicted_ms": prop.cost / 1e6,
-                                 "base_predicted_ms": space.base_cost("latency") / 1e6,
-                                 "measured": m.to_dict()}
-        print(f"latency: predicted {prop.cost / 1e6:.3f} ms, measured {m.median_ms:.3f} ms "
-              f"(IQR {(m.q75_ns - m.q25_ns) / 1e6:.3f}) on {cfg.latency.backend}, "
-              f"{space.latency.info['threads']} thread(s)")
+    if sm.metric == "latency":  # the prediction the budget used, and the measured ratio
+        provenance["latency"] = latency_check(space, prop)
     spec = space.spec(prop.widths, provenance=provenance)
     spec.save(out)
     print(f"wrote {out}")
     return 0
+
+
+def latency_check(space: Any, prop: Any) -> dict[str, Any]:
+    """What a proposal under a latency budget measured (see ``seeds._basenet._measured``):
+    printed, with a warning for a busy machine or a ratio outside the band, and returned for the
+    provenance."""
+    lat, d = space.latency, prop.diagnostics["latency"]
+    r = d["measured"]
+    how = "from the latency table" if d["source"] == "table" else "interleaved"
+    print(f"latency: measured {r['ratio']:.4f} x the base network (quartiles {r['q25']:.4f}-"
+          f"{r['q75']:.4f}, {r['rounds']} rounds {how}; "
+          f"{format_ns(r['candidate']['median_ms'] * 1e6)} against "
+          f"{format_ns(r['reference']['median_ms'] * 1e6)}) on {lat.cfg.backend}, "
+          f"{lat.info['threads']} thread(s); predicted {format_ns(prop.cost)} "
+          f"({d['predicted_ratio']:.4f} of the base), fitted to {d['fitted_to']:.4f} after "
+          f"{d['corrections']} correction(s)")
+    if r["busy"] and not lat.busy:  # (a busy calibration has said so in the log already)
+        ref = r["reference"]
+        warn(f"the machine was busy while measuring latency (base network spread "
+             f"{ref['iqr_ms'] / ref['median_ms']:.0%}, ratio spread {r['spread']:.0%}); the "
+             f"ratio was not kept in the latency table")
+    if not d["within_band"]:
+        warn(f"the measured ratio {r['ratio']:.4f} misses the budget {prop.budget:g} +- "
+             f"{d['band']:.4f}" + (" (the machine was busy: run on a quieter machine or raise "
+                                   "latency.repeats)" if d["busy"] else
+                                   " on this space's grid (use a finer divisor)"))
+    return {"device": lat.info, "predicted_ms": prop.cost / 1e6,
+            "base_predicted_ms": space.base_cost("latency") / 1e6, **d}

@@ -119,17 +119,20 @@ class SearchSetup:
 
     def cost_attrs(self, widths: Mapping[str, int], latency: Any = None) -> dict[str, Any]:
         """Widths, FLOPs, params and the cost ratio in the budget metric. With the latency
-        metric the cost is a direct measurement (``latency``, else measured now), recorded
-        with its spread; the base is the base network's predicted latency."""
+        metric the cost ratio is measured against the base network, interleaved (``latency``,
+        a :class:`~nas_prune.latency.Ratio`, else measured now); the network's own latency and
+        its interquartile range are recorded beside it."""
         flops, params = self.space.count(widths)
         out = {"widths": dict(widths), "flops": flops, "params": params,
                "flops_ratio": flops / self.base_flops}
         metric = self.cspace.metric
         if metric == "latency":
-            m = latency if latency is not None else self.space.latency.measure(widths)
+            r = latency if latency is not None else self.space.latency.measure_ratio(widths)[0]
+            m = r.candidate
             out.update({"latency_ms": round(m.median_ns / 1e6, 5),
                         "latency_iqr_ms": round((m.q75_ns - m.q25_ns) / 1e6, 5),
-                        "cost_ratio": m.median_ns / self.base_cost})
+                        "cost_ratio": r.median, "latency_ratio_q25": round(r.q25, 5),
+                        "latency_ratio_q75": round(r.q75, 5)})
             return out
         out["cost_ratio"] = (flops if metric == "flops" else params) / self.base_cost
         return out

@@ -224,6 +224,8 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
                      "flops_ratio": attrs["flops_ratio"], "cost_ratio": attrs["cost_ratio"],
                      "latency_ms": attrs.get("latency_ms"),
                      "latency_iqr_ms": attrs.get("latency_iqr_ms"),
+                     "latency_ratio_q25": attrs.get("latency_ratio_q25"),
+                     "latency_ratio_q75": attrs.get("latency_ratio_q75"),
                      "val_acc": val_mean, "val_std": val_std,
                      "search_val_acc": trial.val_acc if trial else None,
                      "test_acc": tests, "test_mean": mean, "test_std": std, "n": n,

@@ -57,7 +57,7 @@ class Candidate:
     cost: int | None  # in the budget metric
     scale: float | None  # the projection's common factor (single objective)
     reason: str = ""
-    latency: Any = None  # metric latency: the direct Measurement the budget check used
+    latency: Any = None  # metric latency: the measured Ratio the budget check used
 
     @property
     def rejected(self) -> bool:
@@ -175,41 +175,47 @@ class CandidateSpace:
             return cand
         return self._measured(cand, params)
 
-    def within_measured(self, m: Any) -> bool:
-        """A measured latency meets the target: within the tolerance, or within half the
-        measurement's own interquartile range (a measurement cannot place a network more
-        finely than its spread: with the 2% band alone, the first real latency search on
-        onnxruntime rejected all five search candidates it ran at 0.78-0.91x the target)."""
-        band = max(self.tolerance * self.target, (m.q75_ns - m.q25_ns) / 2)
-        return abs(m.median_ns - self.target) <= band
+    def within_measured(self, r: Any) -> bool:
+        """A measured latency ratio (:class:`~nas_prune.latency.Ratio`, to the base network)
+        meets the budget: within the tolerance, or within half the ratio's own interquartile
+        range (a measurement cannot place a network more finely than its spread: with the 2%
+        band alone, the first real latency search on onnxruntime rejected all five search
+        candidates it ran at 0.78-0.91x the target)."""
+        budget = self.target / self.space.base_cost("latency")
+        band = max(self.tolerance * budget, (r.q75 - r.q25) / 2)
+        return abs(r.median - budget) <= band
 
     def _measured(self, cand: Candidate, params: Mapping[str, Any]) -> Candidate:
-        """A projected candidate measured on the latency backend. Outside the band of
+        """A projected candidate measured on the latency backend as its ratio to the base
+        network (interleaved; :meth:`~nas_prune.latency.LatencyPredictor.measure_ratio`), its
+        cost that ratio times the base network's predicted latency. Outside the band of
         :meth:`within_measured`, the projection is repeated (three times at most) against the
         target corrected by the ratio of measured to predicted latency; what still misses is
         rejected. Baselines and multi-objective points are measured and kept as they are."""
         from dataclasses import replace
 
+        base = self.space.base_cost("latency")
         widths, target = cand.widths, self.target
-        m = self.space.latency.measure(widths)
-        if self.within_measured(m) or cand.role != "search" or self.objective == "multi":
-            return replace(cand, cost=m.median_ns, latency=m)
+        r, _ = self.space.latency.measure_ratio(widths)
+        if self.within_measured(r) or cand.role != "search" or self.objective == "multi":
+            return replace(cand, cost=int(round(r.median * base)), latency=r)
         for _ in range(3):
-            predicted = self.space.cost(widths, "latency")
-            target = max(1, int(round(target * predicted / m.median_ns)))
+            predicted = self.space.cost(widths, "latency") / base
+            target = max(1, int(round(target * predicted / r.median)))
             mults = {g: float(params[f"{MULT}{g}"]) for g in self.groups}
             w, scale, _ = self.project(self.starts[str(params[START])], mults, target=target)
             if w is None:
                 break
             widths = w
-            m = self.space.latency.measure(widths)
-            if self.within_measured(m):
-                return replace(cand, widths=widths, cost=m.median_ns, scale=scale, latency=m)
+            r, _ = self.space.latency.measure_ratio(widths)
+            if self.within_measured(r):
+                return replace(cand, widths=widths, cost=int(round(r.median * base)),
+                               scale=scale, latency=r)
+        budget = self.target / base
         return Candidate(cand.role, cand.seed_method, None, None, None,
-                         f"measured latency {m.median_ms:.3f} ms is "
-                         f"{m.median_ns / self.target:.3f} x the target "
-                         f"{self.target / 1e6:.3f} ms after correcting the prediction",
-                         latency=m)
+                         f"measured latency ratio {r.median:.3f} (quartiles {r.q25:.3f}-"
+                         f"{r.q75:.3f}) is {r.median / budget:.3f} x the budget {budget:.3f} "
+                         f"after correcting the prediction", latency=r)
 
     def _decode(self, params: Mapping[str, Any]) -> Candidate:
         role, method = self.role_of(params)

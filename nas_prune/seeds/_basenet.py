@@ -119,4 +119,46 @@ def propose(method: SeedMethod, ctx: SeedContext, budget: float, *, base_epochs:
                                                    data_cfg=data_cfg, progress=progress)
     t0 = time.perf_counter()
     proposal = method.propose(model, ctx, budget)
+    if ctx.metric == "latency":
+        proposal = _measured(method, model, ctx, budget, proposal)
     return ProposalRun(proposal, source, base_s, time.perf_counter() - t0, info)
+
+
+#: corrections of a latency proposal whose measured ratio misses the budget's band
+LATENCY_CORRECTIONS = 3
+
+
+def _measured(method: SeedMethod, model: nn.Module | None, ctx: SeedContext, budget: float,
+              proposal: Proposal) -> Proposal:
+    """A proposal under a latency budget, measured as a ratio to the base network (interleaved).
+
+    The budget was fitted on predicted latency. Where the measured ratio misses the budget by
+    more than the band (:meth:`~nas_prune.latency.LatencyPredictor.band`, or half the ratio's
+    own interquartile range, whichever is wider), the method proposes again for the budget
+    corrected by budget / measured ratio, at most :data:`LATENCY_CORRECTIONS` times; the
+    proposal whose measured ratio lands closest is kept. The measured ratio, its source and
+    spread, the band and whether it was met go into ``proposal.diagnostics["latency"]``.
+    Measurements are kept in the latency table, so the same machine proposes the same again.
+    """
+    lat = ctx.space.latency
+    asked, tried = budget, []
+    for attempt in range(LATENCY_CORRECTIONS + 1):
+        r, source = lat.measure_ratio(proposal.widths)
+        band = max(lat.band() * budget, (r.q75 - r.q25) / 2)
+        tried.append((abs(r.median - budget), proposal, r, source, asked, band))
+        if abs(r.median - budget) <= band or attempt == LATENCY_CORRECTIONS:
+            break
+        asked = min(1.0, asked * budget / r.median)
+        try:
+            proposal = method.propose(model, ctx, asked)
+        except UserError:  # the corrected budget is off the grid or below the smallest net
+            break
+    miss, proposal, r, source, asked, band = min(tried, key=lambda t: t[0])
+    proposal.diagnostics["latency"] = {
+        "measured": r.to_dict(), "source": source, "band": round(band, 6),
+        "within_band": miss <= band, "predicted_ratio": round(proposal.ratio, 6),
+        "fitted_to": round(asked, 6), "corrections": len(tried) - 1,
+        "busy": lat.busy or r.busy, "spread": round(lat.spread, 5),
+        "calibration": lat.calibration_source}
+    proposal.budget = budget
+    return proposal
