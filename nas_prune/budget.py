@@ -38,6 +38,12 @@ def tolerance_for(space: SearchSpace, metric: str) -> float:
     return BUDGET_TOLERANCE
 
 
+def busy_text(latency: Any) -> str:
+    """What to say when a latency predictor measured on a busy machine."""
+    return (f"the base network's latency varied by {latency.spread:.0%} while measuring; run on "
+            f"a quieter machine or raise latency.repeats")
+
+
 def cost_text(cost: float, metric: str) -> str:
     """A cost for a message, with its unit."""
     if metric == "latency":
@@ -61,6 +67,10 @@ def check_budget(space: SearchSpace, budget: float, metric: str = "flops") -> in
     if floor > budget * base * (1 + tolerance_for(space, metric)):
         measured = (f": predicted {cost_text(floor, metric)} against the base network's "
                     f"{cost_text(base, metric)}" if metric == "latency" else "")
+        if metric == "latency" and space.latency.busy:  # the prediction itself is in doubt
+            raise UserError(f"budget: {budget} of the base latency cannot be placed on space "
+                            f"{space.name}: {busy_text(space.latency)} (the smallest network "
+                            f"was predicted at {floor / base:.4f} of the base{measured})")
         raise UserError(f"budget: {budget} is below the smallest network of space {space.name} "
                         f"({floor / base:.4f} of the base {metric}{measured}); raise the budget "
                         f"or lower min_width")
@@ -206,9 +216,8 @@ def refine_to_budget(space: SearchSpace, widths: Mapping[str, int], target: int,
         cost = space.cost(widths, metric)
     if abs(cost - target) > tolerance * target:
         lat = space.latency if metric == "latency" else None
-        cure = (f"the base network's latency varied by {lat.spread:.0%} while measuring; run on "
-                f"a quieter machine or raise latency.repeats" if lat is not None and lat.busy
-                else "use a finer divisor or another budget")
+        cure = busy_text(lat) if lat is not None and lat.busy else \
+            "use a finer divisor or another budget"
         raise UserError(f"budget: cannot land within {100 * tolerance:.3g}% of "
                         f"{cost_text(target, metric)} on the divisor grid of space {space.name} "
                         f"(closest: {cost_text(cost, metric)}); {cure}")

@@ -11,25 +11,29 @@ was measured on (:func:`device_info`).
 **Predicting** (:class:`LatencyPredictor`): a budget bisection evaluates dozens of width vectors,
 so a candidate's latency is predicted from a lookup table of its layers. Every conv layer of the
 family (with its BatchNorm and ReLU) and the classifier are units keyed by their configuration
-(kind, input/output channels, input size, kernel, stride, padding); a unit is measured alone the
-first time its key is needed and the table is kept per device signature (CPU model, backend and
-versions, threads, batch) in ``latency.table_dir`` (default ``~/.cache/nas-prune/latency``). The
-sum over units misses what lies between them (pooling, additions, the framework's per-call
-overhead), so ``a x sum + b`` is fitted by least squares to whole networks measured at a few
-uniform scalings of the base widths. Costs are integer nanoseconds.
+(kind, input/output channels, input size, kernel, stride, padding); a unit is measured the first
+time its key is needed, interleaved with a fixed reference unit (:data:`REFERENCE_UNIT`), and
+entered as its ratio to the reference times the reference's latency when the table was started,
+so that entries measured at different moments share one scale. The table is kept per device
+signature (CPU model, backend and versions, threads, batch) in ``latency.table_dir`` (default
+``~/.cache/nas-prune/latency``). The sum over units misses what lies between them (pooling,
+additions, the framework's per-call overhead), so ``a x sum + b`` is fitted by least squares to
+whole networks at a few uniform scalings of the base widths. Costs are integer nanoseconds.
 
 **Ratios** (:func:`measure_ratio`): a budget given as a ratio of the base network's latency is
 measured as one. The candidate and the reference run interleaved in one process (A B B A ...,
 the order alternating every round), and the ratio of each round's two times is taken, so that
 what the machine does meanwhile falls on both alike; the median ratio is reported with its
 quartiles. The calibration networks are measured the same way, interleaved with the base
-network, and the fit is kept in the table file with the measured spread of the base network,
-so later processes on the same machine predict (and propose) exactly the same.
+network, and the fit is kept in the table file with its spreads, as are the ratios measured for
+proposals, so later processes on the same machine predict (and propose) exactly the same.
 
-**A busy machine**: a measurement whose interquartile range exceeds :data:`BUSY_SPREAD` of its
-median cannot place a network finely. A budget fit then lands within half that spread instead of
-1% (:meth:`LatencyPredictor.band`), the predictor says so (``busy``, ``spread``, a warning in the
-log), and nothing it measured is written to the table, so a quiet run later starts clean.
+**A busy machine**: when the base network's own times spread (interquartile range over median)
+more than ``latency.busy_spread`` (:data:`BUSY_SPREAD` by default) while calibrating, the
+predictor says so (``busy``, ``spread``, a warning in the log) and writes nothing it measured to
+the table, so a quiet run later starts clean. Budgets land within half the spread of the
+measured ratios, or 1% if that is wider (:meth:`LatencyPredictor.band`): a measurement cannot
+place a network more finely than its own spread.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ __all__ = ["BACKENDS", "BUSY_SPREAD", "LatencyConfig", "LatencyPredictor", "Meas
            "Ratio", "device_info", "format_ns", "measure", "measure_ratio", "parse_budget"]
 
 BACKENDS = ("torch", "onnxruntime")
+Shape = InputShape | tuple[int, ...]
 #: a measurement whose interquartile range is above this share of its median was taken on a busy
 #: machine (quiet, one thread: 2-4% on torch, 4-12% on onnxruntime for vgg_small_fmnist)
 BUSY_SPREAD = 0.15
@@ -120,20 +125,21 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Ratio:
-    """A candidate's latency over a reference's, measured interleaved: the median and quartiles
-    of the per-round ratios, with both networks' own measurements."""
+    """A candidate's latency over a reference's, measured interleaved (:func:`ratio_of`): the
+    ratio of their fastest runs, the same from each half of the rounds (``low``, ``high``), and
+    both networks' own measurements."""
 
-    median: float
-    q25: float
-    q75: float
+    value: float
+    low: float
+    high: float
     candidate: Measurement
     reference: Measurement
     busy_spread: float = BUSY_SPREAD  # the reference's spread above which the machine was busy
 
     @property
     def spread(self) -> float:
-        """The interquartile range of the per-round ratios as a share of their median."""
-        return (self.q75 - self.q25) / self.median if self.median else 0.0
+        """How far the two halves of the rounds disagree, as a share of the ratio."""
+        return (self.high - self.low) / self.value if self.value else 0.0
 
     @property
     def busy(self) -> bool:
@@ -141,8 +147,8 @@ class Ratio:
         return self.reference.spread > self.busy_spread
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ratio": round(self.median, 5), "q25": round(self.q25, 5),
-                "q75": round(self.q75, 5), "spread": round(self.spread, 5),
+        return {"ratio": round(self.value, 5), "low": round(self.low, 5),
+                "high": round(self.high, 5), "spread": round(self.spread, 5),
                 "rounds": self.candidate.repeats, "busy": self.busy,
                 "candidate": self.candidate.to_dict(), "reference": self.reference.to_dict()}
 
@@ -245,42 +251,59 @@ def _runner(model: nn.Module, x: torch.Tensor, backend: str, threads: int):
     return lambda: session.run(None, feed)
 
 
-def measure_many(models: list[nn.Module], shape: InputShape | tuple[int, ...],
-                 cfg: LatencyConfig, *, warmup: int | None = None,
-                 repeats: int | None = None) -> list[list[int]]:
+def measure_many(models: list[nn.Module], shape: Shape | list[Shape], cfg: LatencyConfig, *,
+                 warmup: int | None = None, repeats: int | None = None) -> list[list[int]]:
     """The forward-pass times (nanoseconds) of each model, measured interleaved round by round.
 
     ``shape`` is the input shape of one image (an :class:`InputShape`) or of one sample (a
-    tuple, for a linear unit).
+    tuple, for a linear unit); one for every model, or a list with one per model.
     """
     check(cfg)
-    dims = (shape.channels, shape.size, shape.size) if isinstance(shape, InputShape) \
-        else tuple(shape)
-    x = torch.randn(cfg.batch_size, *dims, generator=torch.Generator().manual_seed(0))
+    shapes = shape if isinstance(shape, list) else [shape] * len(models)
     threads = threads_of(cfg)
     warmup = cfg.warmup if warmup is None else warmup
     repeats = cfg.repeats if repeats is None else repeats
     with pinned(threads), torch.no_grad():
-        fns = [_runner(m, x, cfg.backend, threads) for m in models]
+        fns = [_runner(m, _input(s, cfg.batch_size), cfg.backend, threads)
+               for m, s in zip(models, shapes, strict=True)]
         return _rounds(fns, warmup, repeats)
 
 
-def measure(model: nn.Module, shape: InputShape | tuple[int, ...], cfg: LatencyConfig, *,
+def _input(shape: Shape, batch_size: int) -> torch.Tensor:
+    dims = (shape.channels, shape.size, shape.size) if isinstance(shape, InputShape) \
+        else tuple(shape)
+    return torch.randn(batch_size, *dims, generator=torch.Generator().manual_seed(0))
+
+
+def measure(model: nn.Module, shape: Shape, cfg: LatencyConfig, *,
             warmup: int | None = None, repeats: int | None = None) -> Measurement:
     """The latency of one forward pass of ``model`` on ``cfg.backend`` (CPU)."""
     return Measurement.of(measure_many([model], shape, cfg, warmup=warmup, repeats=repeats)[0])
 
 
 def ratio_of(times: list[int], reference: list[int], busy_spread: float = BUSY_SPREAD) -> Ratio:
-    """The :class:`Ratio` of two interleaved series of times (round by round)."""
-    rounds = [a / b for a, b in zip(times, reference, strict=True)]
-    q = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else [rounds[0]] * 3
-    return Ratio(statistics.median(rounds), q[0], q[2], Measurement.of(times),
+    """The :class:`Ratio` of two series of times measured interleaved (round by round): the
+    ratio of their minima, and of the minima of the even and of the odd rounds (each half once
+    first in every pair of rounds) for its spread.
+
+    The minimum, not the median: on a 2-core machine with a two-thread training job beside it,
+    vgg_small_fmnist at half its widths over the base network (torch, one thread; 0.39 quiet by
+    every estimator) measured 0.22-0.39 as a ratio of minima in four runs, 0.13-0.48 as the
+    median of per-round ratios and 0.13-0.59 as a ratio of medians: a forward pass preempted by
+    the other job is slower by whatever the scheduler took, never faster, so the fastest run
+    is the one the other job left alone. Quiet, the estimators agree within 1-2%.
+    """
+    def of(a: list[int], b: list[int]) -> float:
+        return min(a) / max(1, min(b))
+
+    halves = [of(times[i::2], reference[i::2]) for i in (0, 1)] if len(times) > 1 else \
+        [of(times, reference)] * 2
+    return Ratio(of(times, reference), min(halves), max(halves), Measurement.of(times),
                  Measurement.of(reference), busy_spread)
 
 
-def measure_ratio(model: nn.Module, reference: nn.Module, shape: InputShape | tuple[int, ...],
-                  cfg: LatencyConfig, *, repeats: int | None = None) -> Ratio:
+def measure_ratio(model: nn.Module, reference: nn.Module, shape: Shape, cfg: LatencyConfig, *,
+                  repeats: int | None = None) -> Ratio:
     """``model``'s latency over ``reference``'s, measured interleaved (see the module text)."""
     a, b = measure_many([model, reference], shape, cfg, repeats=repeats)
     return ratio_of(a, b, cfg.busy_spread)
@@ -375,6 +398,13 @@ def _unit_module(key: str) -> tuple[nn.Module, tuple[int, ...]]:
     return nn.Sequential(*layers), (cin, size, size)
 
 
+#: the unit every table entry is measured against, interleaved: an entry is its ratio to this
+#: unit times the unit's latency when the table was started, so entries measured at different
+#: moments (a quiet machine, a busy one) stay on one scale
+REFERENCE_UNIT = "conv:32:32:16:3:1:1:1"
+TABLE_FORMAT = 2  # 1: entries measured alone, in nanoseconds (read as empty)
+
+
 def _table_root(cfg: LatencyConfig) -> Path:
     if cfg.table_dir:
         return Path(cfg.table_dir).expanduser()
@@ -403,42 +433,51 @@ class LatencyPredictor:
         layout = json.dumps([[asdict(u) for u in self.units], family.base_widths(), divisor,
                              self.CALIBRATION, cfg.warmup, cfg.repeats], sort_keys=True)
         self.fingerprint = hashlib.sha256(layout.encode()).hexdigest()[:16]
-        self.table, self.calibrations = self._load()
+        self.table, self.calibrations, self.reference_ns = self._load()
         self._fit: tuple[float, float] | None = None
         self.calibration_points: list[dict[str, float]] = []
         self.calibration_source = "none"  # measured | table
-        # calibrating: the base network's interquartile range / median; busy: that spread was
-        # above latency.busy_spread (then nothing measured is kept in the table)
+        # calibrating: the base network's interquartile range / median (busy: above
+        # latency.busy_spread, then nothing measured is kept in the table), and the median
+        # interquartile range / median of the calibration networks' ratios to it (the band)
         self.spread = 0.0
+        self.ratio_spread = 0.0
         self.busy = False
         self._dirty = False
 
     # ---- the table on disk ------------------------------------------------------------------
-    def _load(self) -> tuple[dict[str, int], dict[str, Any]]:
+    def _load(self) -> tuple[dict[str, int], dict[str, Any], int | None]:
         try:
             data = json.loads(self.path.read_text())
-            if data.get("device") == self.info:
+            if data.get("device") == self.info and data.get("format") == TABLE_FORMAT:
                 return ({k: int(v) for k, v in data["entries"].items()},
-                        dict(data.get("calibrations") or {}))
+                        dict(data.get("calibrations") or {}), int(data["reference_ns"]))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass  # missing or damaged: measured again
-        return {}, {}
+            pass  # missing, damaged or of another format: measured again
+        return {}, {}, None
 
     def save(self) -> None:
         if not self._dirty or self.busy:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps({"device": self.info, "entries": self.table,
-                                            "calibrations": self.calibrations},
-                                           indent=0, sort_keys=True))
+        write_atomic(self.path, json.dumps(
+            {"format": TABLE_FORMAT, "device": self.info, "reference": REFERENCE_UNIT,
+             "reference_ns": self.reference_ns, "entries": self.table,
+             "calibrations": self.calibrations}, indent=0, sort_keys=True))
         self._dirty = False
 
     # ---- prediction -------------------------------------------------------------------------
     def unit_ns(self, key: str) -> int:
+        """A unit's latency: its ratio to :data:`REFERENCE_UNIT` (measured interleaved) times
+        the reference's latency when the table was started."""
         if key not in self.table:
             module, shape = _unit_module(key)
-            m = measure(module, shape, self.cfg, warmup=3, repeats=max(5, self.cfg.repeats // 3))
-            self.table[key] = m.median_ns
+            ref, ref_shape = _unit_module(REFERENCE_UNIT)
+            times = measure_many([module, ref], [shape, ref_shape], self.cfg, warmup=3,
+                                 repeats=max(5, self.cfg.repeats // 3))
+            if self.reference_ns is None:
+                self.reference_ns = Measurement.of(times[1]).median_ns
+            self.table[key] = max(1, round(ratio_of(*times).value * self.reference_ns))
             self._dirty = True
         return self.table[key]
 
@@ -462,23 +501,20 @@ class LatencyPredictor:
             self._fit = (float(stored["a"]), float(stored["b_ns"]))
             self.calibration_points = list(stored["points"])
             self.spread = float(stored["spread"])
+            self.ratio_spread = float(stored["ratio_spread"])
             self.calibration_source = "table"
             return self._fit
         torch.manual_seed(0)
         nets = [self.family.build(self._scaled(k)) for k in self.CALIBRATION]
         times = measure_many(nets, self.family.input_shape, self.cfg)
         base = Measurement.of(times[0])
-        # each network as its ratio to the base network, round by round, times the base's
-        # median: what the machine did meanwhile falls on both alike
+        # each network as its ratio to the base network (measured interleaved: what the machine
+        # did meanwhile falls on both alike) times the base network's median
         ratios = [ratio_of(t, times[0], self.cfg.busy_spread) for t in times]
-        ys = [r.median * base.median_ns for r in ratios]
+        ys = [r.value * base.median_ns for r in ratios]
         self.spread = base.spread
+        self.ratio_spread = statistics.median(r.spread for r in ratios[1:])
         self.busy = base.spread > self.cfg.busy_spread
-        if self.busy:
-            log.warning("latency: the base network's latency varied by %.0f%% (interquartile "
-                        "range / median) while measuring: the machine is busy; budgets land "
-                        "within %.1f%% and nothing measured is kept in %s",
-                        100 * self.spread, 100 * max(0.01, self.spread / 2), self.path)
         xs = [self.table_sum(self._scaled(k)) for k in self.CALIBRATION]
         n = len(xs)
         mx, my = sum(xs) / n, sum(ys) / n
@@ -488,23 +524,34 @@ class LatencyPredictor:
             a = 1.0  # keep the table's scale and fit the offset alone
         self._fit = (a, my - a * mx)
         self.calibration_source = "measured"
+        if self.busy:
+            log.warning("latency: the base network's latency varied by %.0f%% (interquartile "
+                        "range / median) while measuring: the machine is busy; budgets land "
+                        "within %.1f%% and nothing measured is kept in %s",
+                        100 * self.spread, 100 * self.band(), self.path)
         self.calibration_points = [{"keep": k, "table_ms": x / 1e6, "measured_ms": y / 1e6,
-                                    "ratio": round(r.median, 5), "ratio_spread": round(r.spread, 5)}
+                                    "ratio": round(r.value, 5), "ratio_spread": round(r.spread, 5)}
                                    for k, x, y, r in zip(self.CALIBRATION, xs, ys, ratios,
                                                          strict=True)]
         self.calibrations[self.fingerprint] = {
             "a": a, "b_ns": self._fit[1], "points": self.calibration_points,
-            "spread": round(self.spread, 5), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "spread": round(self.spread, 5), "ratio_spread": round(self.ratio_spread, 5),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self._dirty = True
         self.save()
         return self._fit
 
     def band(self, floor: float = 0.01) -> float:
-        """The relative band a latency budget is met within: ``floor`` (the budget tolerance),
-        or half the calibration's :attr:`spread`, whichever is wider: a measurement cannot place
-        a network more finely than its own spread."""
+        """The relative band a latency budget is met within: ``floor`` (the budget tolerance)
+        or the calibration's :attr:`ratio_spread` (how far the halves of its rounds disagreed),
+        whichever is wider, since a measured ratio cannot place a network more finely than its
+        own spread; never wider than half ``latency.busy_spread``, which is the band on a busy
+        machine (there the spreads say little: the ratio of minima held in three runs of four,
+        not all; see :func:`ratio_of`). A budget the fit cannot place within it fails with the
+        busy machine named (:func:`nas_prune.budget.refine_to_budget`)."""
         self.calibration()
-        return max(floor, self.spread / 2)
+        cap = max(floor, self.cfg.busy_spread / 2)
+        return cap if self.busy else min(cap, max(floor, self.ratio_spread))
 
     def predict(self, widths: Mapping[str, int]) -> int:
         """Predicted latency of the network at ``widths``, integer nanoseconds (>= 1)."""
@@ -527,7 +574,7 @@ class LatencyPredictor:
         kept = self.calibrations.get(self.fingerprint, {}).get("ratios", {})
         if key in kept and not fresh:
             d = kept[key]
-            return Ratio(d["median"], d["q25"], d["q75"], Measurement(**d["candidate"]),
+            return Ratio(d["value"], d["low"], d["high"], Measurement(**d["candidate"]),
                          Measurement(**d["reference"]), self.cfg.busy_spread), "table"
         torch.manual_seed(0)
         cand, base = (self.family.build(dict(w)) for w in (widths, self.family.base_widths()))
@@ -544,7 +591,8 @@ class LatencyPredictor:
                 "entries": len(self.table), "fit": {"a": a, "b_ms": b / 1e6},
                 "calibration": self.calibration_points,
                 "calibration_source": self.calibration_source,
-                "spread": round(self.spread, 5), "busy": self.busy}
+                "spread": round(self.spread, 5), "ratio_spread": round(self.ratio_spread, 5),
+                "busy": self.busy}
 
 
 def parse_budget(value: str | float, metric: str) -> tuple[float | None, int | None]:

@@ -158,8 +158,8 @@ def latency_check(space: Any, prop: Any) -> dict[str, Any]:
     lat, d = space.latency, prop.diagnostics["latency"]
     r = d["measured"]
     how = "from the latency table" if d["source"] == "table" else "interleaved"
-    print(f"latency: measured {r['ratio']:.4f} x the base network (quartiles {r['q25']:.4f}-"
-          f"{r['q75']:.4f}, {r['rounds']} rounds {how}; "
+    print(f"latency: measured {r['ratio']:.4f} x the base network (halves {r['low']:.4f}-"
+          f"{r['high']:.4f}, {r['rounds']} rounds {how}; "
           f"{format_ns(r['candidate']['median_ms'] * 1e6)} against "
           f"{format_ns(r['reference']['median_ms'] * 1e6)}) on {lat.cfg.backend}, "
           f"{lat.info['threads']} thread(s); predicted {format_ns(prop.cost)} "
@@ -171,9 +171,12 @@ def latency_check(space: Any, prop: Any) -> dict[str, Any]:
              f"{ref['iqr_ms'] / ref['median_ms']:.0%}, ratio spread {r['spread']:.0%}); the "
              f"ratio was not kept in the latency table")
     if not d["within_band"]:
+        tried = ", ".join(f"{t['measured']:.4f}" for t in d["tried"])
+        cause = ("the machine was busy: run on a quieter machine or raise latency.repeats"
+                 if d["busy"] else "the widths the fit reached around it measured " + tried +
+                 "; the closest is kept")
         warn(f"the measured ratio {r['ratio']:.4f} misses the budget {prop.budget:g} +- "
-             f"{d['band']:.4f}" + (" (the machine was busy: run on a quieter machine or raise "
-                                   "latency.repeats)" if d["busy"] else
-                                   " on this space's grid (use a finer divisor)"))
+             f"{d['band']:.4f} after {d['corrections']} correction(s) of the prediction "
+             f"({cause})")
     return {"device": lat.info, "predicted_ms": prop.cost / 1e6,
             "base_predicted_ms": space.base_cost("latency") / 1e6, **d}

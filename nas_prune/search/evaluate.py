@@ -131,8 +131,8 @@ class SearchSetup:
             m = r.candidate
             out.update({"latency_ms": round(m.median_ns / 1e6, 5),
                         "latency_iqr_ms": round((m.q75_ns - m.q25_ns) / 1e6, 5),
-                        "cost_ratio": r.median, "latency_ratio_q25": round(r.q25, 5),
-                        "latency_ratio_q75": round(r.q75, 5)})
+                        "cost_ratio": r.value, "latency_ratio_low": round(r.low, 5),
+                        "latency_ratio_high": round(r.high, 5)})
             return out
         out["cost_ratio"] = (flops if metric == "flops" else params) / self.base_cost
         return out

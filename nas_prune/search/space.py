@@ -182,8 +182,8 @@ class CandidateSpace:
         band alone, the first real latency search on onnxruntime rejected all five search
         candidates it ran at 0.78-0.91x the target)."""
         budget = self.target / self.space.base_cost("latency")
-        band = max(self.tolerance * budget, (r.q75 - r.q25) / 2)
-        return abs(r.median - budget) <= band
+        band = max(self.tolerance * budget, (r.high - r.low) / 2)
+        return abs(r.value - budget) <= band
 
     def _measured(self, cand: Candidate, params: Mapping[str, Any]) -> Candidate:
         """A projected candidate measured on the latency backend as its ratio to the base
@@ -198,10 +198,10 @@ class CandidateSpace:
         widths, target = cand.widths, self.target
         r, _ = self.space.latency.measure_ratio(widths)
         if self.within_measured(r) or cand.role != "search" or self.objective == "multi":
-            return replace(cand, cost=int(round(r.median * base)), latency=r)
+            return replace(cand, cost=int(round(r.value * base)), latency=r)
         for _ in range(3):
             predicted = self.space.cost(widths, "latency") / base
-            target = max(1, int(round(target * predicted / r.median)))
+            target = max(1, int(round(target * predicted / r.value)))
             mults = {g: float(params[f"{MULT}{g}"]) for g in self.groups}
             w, scale, _ = self.project(self.starts[str(params[START])], mults, target=target)
             if w is None:
@@ -209,12 +209,12 @@ class CandidateSpace:
             widths = w
             r, _ = self.space.latency.measure_ratio(widths)
             if self.within_measured(r):
-                return replace(cand, widths=widths, cost=int(round(r.median * base)),
+                return replace(cand, widths=widths, cost=int(round(r.value * base)),
                                scale=scale, latency=r)
         budget = self.target / base
         return Candidate(cand.role, cand.seed_method, None, None, None,
-                         f"measured latency ratio {r.median:.3f} (quartiles {r.q25:.3f}-"
-                         f"{r.q75:.3f}) is {r.median / budget:.3f} x the budget {budget:.3f} "
+                         f"measured latency ratio {r.value:.3f} (halves {r.low:.3f}-"
+                         f"{r.high:.3f}) is {r.value / budget:.3f} x the budget {budget:.3f} "
                          f"after correcting the prediction", latency=r)
 
     def _decode(self, params: Mapping[str, Any]) -> Candidate:

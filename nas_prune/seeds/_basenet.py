@@ -134,8 +134,8 @@ def _measured(method: SeedMethod, model: nn.Module | None, ctx: SeedContext, bud
 
     The budget was fitted on predicted latency. Where the measured ratio misses the budget by
     more than the band (:meth:`~nas_prune.latency.LatencyPredictor.band`, or half the ratio's
-    own interquartile range, whichever is wider), the method proposes again for the budget
-    corrected by budget / measured ratio, at most :data:`LATENCY_CORRECTIONS` times; the
+    own interquartile range, whichever is wider), the method proposes again for a corrected
+    budget (:func:`_corrected`), at most :data:`LATENCY_CORRECTIONS` times; the
     proposal whose measured ratio lands closest is kept. The measured ratio, its source and
     spread, the band and whether it was met go into ``proposal.diagnostics["latency"]``.
     Measurements are kept in the latency table, so the same machine proposes the same again.
@@ -144,11 +144,11 @@ def _measured(method: SeedMethod, model: nn.Module | None, ctx: SeedContext, bud
     asked, tried = budget, []
     for attempt in range(LATENCY_CORRECTIONS + 1):
         r, source = lat.measure_ratio(proposal.widths)
-        band = max(lat.band() * budget, (r.q75 - r.q25) / 2)
-        tried.append((abs(r.median - budget), proposal, r, source, asked, band))
-        if abs(r.median - budget) <= band or attempt == LATENCY_CORRECTIONS:
+        band = max(lat.band() * budget, (r.high - r.low) / 2)
+        tried.append((abs(r.value - budget), proposal, r, source, asked, band))
+        if abs(r.value - budget) <= band or attempt == LATENCY_CORRECTIONS:
             break
-        asked = min(1.0, asked * budget / r.median)
+        asked = _corrected(budget, [(t[4], t[2].value) for t in tried])
         try:
             proposal = method.propose(model, ctx, asked)
         except UserError:  # the corrected budget is off the grid or below the smallest net
@@ -159,6 +159,24 @@ def _measured(method: SeedMethod, model: nn.Module | None, ctx: SeedContext, bud
         "within_band": miss <= band, "predicted_ratio": round(proposal.ratio, 6),
         "fitted_to": round(asked, 6), "corrections": len(tried) - 1,
         "busy": lat.busy or r.busy, "spread": round(lat.spread, 5),
-        "calibration": lat.calibration_source}
+        "calibration": lat.calibration_source,
+        "tried": [{"fitted_to": round(t[4], 6), "measured": round(t[2].value, 5)}
+                  for t in tried]}
     proposal.budget = budget
     return proposal
+
+
+def _corrected(budget: float, tried: list[tuple[float, float]]) -> float:
+    """The budget to ask the predictor for next, from ``(asked, measured ratio)`` so far: once
+    one measured below and one above the budget, interpolated between the closest two on each
+    side (the measured ratio is not proportional to the prediction: channel counts that the
+    hardware handles worse cost more than the table says); before that, the last asked
+    budget scaled by budget / measured."""
+    below = [t for t in tried if t[1] < budget]
+    above = [t for t in tried if t[1] > budget]
+    if below and above:
+        (a0, m0), (a1, m1) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
+        if m1 > m0:
+            return a0 + (budget - m0) * (a1 - a0) / (m1 - m0)
+    asked, measured = tried[-1]
+    return min(1.0, asked * budget / measured)
