@@ -40,11 +40,12 @@ def _gen_ref():
     return module
 
 
-def code_blocks(path: Path) -> list[tuple[str, list[str], str | None, int]]:
+def code_blocks(path: Path | str) -> list[tuple[str, list[str], str | None, int]]:
     """(info string, lines, runnable marker: None / "" / "slow", line number) of each fenced
-    block at the top level of a Markdown file (a fence inside a longer fence is content)."""
+    block at the top level of a Markdown file or text (a fence inside a longer fence is
+    content)."""
     out = []
-    lines = path.read_text().splitlines()
+    lines = (path.read_text() if isinstance(path, Path) else path).splitlines()
     i = 0
     marker: str | None = None
     while i < len(lines):
@@ -204,3 +205,19 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     for page in ("index.html", "reference/config/index.html", "reference/cli/index.html",
                  "reports/search_evidence/vgg_small_25/compare.png"):
         assert (tmp_path / "site" / page).is_file(), page
+
+
+def test_the_readme_is_short_and_its_quick_start_is_two_commands():
+    """The quick start is exactly two commands (set up and run the main job; set up and run the
+    tests), and .ci/run runs the README's test command."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) < 8000, f"README.md has {len(readme)} characters; keep it under 8,000"
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    first = next(body for info, body, _, _ in code_blocks(section) if info == "bash")
+    assert len(logical_lines(first)) == 2, first
+    main_job, tests = logical_lines(first)
+    assert "nas-prune search" in main_job and "pytest" in tests
+    ci = [line.strip().replace("pip install -q ", "pip install ")  # CI's pip is quiet
+          for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert tests.strip() in ci, ".ci/run must run the README's test command (keep the two in step)"
+
