@@ -6,15 +6,22 @@ field (booleans need none beyond their type); :func:`validate` applies them and 
 rules, and :func:`from_dict` calls it on every :class:`Config` it builds, so a config read from
 YAML, ``--set`` or a run directory's ``setup.json`` is checked before anything trains. The
 resolved config is written into every run directory (:func:`save_config`).
+
+Imports run downward only: the configs of the layers below (data, training, latency) and the seed
+methods' registry (:mod:`nas_prune.seeds` takes explicit arguments and never a :class:`Config`).
+The search is a layer above: it reads a :class:`Config`, so the names its registries accept
+(:data:`SEARCH_BACKENDS`, :data:`SEARCH_SAMPLERS`, :data:`SEARCH_EARLY_STOPPING`,
+:data:`SEARCH_OBJECTIVES`) are
+listed here, and each registry in :mod:`nas_prune.search` refuses at import a name not listed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +35,20 @@ from .data import DataConfig
 from .errors import UserError
 from .latency import BACKENDS as LATENCY_BACKENDS
 from .latency import LatencyConfig
+from .seeds import SEED_METHODS, get_method, parse_methods
 from .train import BUDGETS, SCHEDULES, TrainConfig
 
 CONFIGS_DIR = data_dir("configs")
 DEFAULT_CONFIG = "default"
 METRICS = ("flops", "params", "latency")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+# The names the search's registries accept (nas_prune.search.backends.BACKENDS,
+# nas_prune.search.samplers.SAMPLERS and EARLY_STOPPING; the objectives of
+# nas_prune.search.space): a registry refuses at import a name that is not listed here.
+SEARCH_BACKENDS = ("optuna", "ray")
+SEARCH_SAMPLERS = ("tpe", "cmaes", "random", "nsga2")
+SEARCH_EARLY_STOPPING = ("median", "halving", "hyperband", "none")
+SEARCH_OBJECTIVES = ("single", "multi")
 
 
 @dataclass(frozen=True)
@@ -220,21 +235,6 @@ class DataName:
 
 
 @dataclass(frozen=True)
-class Registered:
-    """A name in a registry of another module (``module.attr``, a dict or tuple of names),
-    looked up when first checked: the search's registries import Optuna."""
-
-    module: str
-    attr: str
-
-    def choices(self) -> tuple[str, ...]:
-        return tuple(getattr(importlib.import_module(self.module), self.attr))
-
-    def check(self, value: Any, key: str) -> None:
-        OneOf(self.choices()).check(value, key)
-
-
-@dataclass(frozen=True)
 class NonEmpty:
     """A string with something in it (or None, where the type allows it)."""
 
@@ -281,8 +281,6 @@ class SeedMethods:
     """``seed_method.name``: a method, a comma-separated list, or ``all``."""
 
     def check(self, value: Any, key: str) -> None:
-        from .seeds import SEED_METHODS, parse_methods
-
         try:
             parse_methods(value)
         except UserError:
@@ -295,8 +293,6 @@ class MethodOptions:
     """``seed_method.options``: keys are seed methods, values options each method accepts."""
 
     def check(self, value: Any, key: str) -> None:
-        from .seeds import SEED_METHODS, get_method
-
         for name, opts in value.items():
             if name not in SEED_METHODS:
                 raise UserError(f"{key}.{name}: not a seed method; choose from "
@@ -317,6 +313,30 @@ class Resources:
             Range(0, 1e9, lo_open=True).check(amount, f"{key}.{name}")
 
 
+def check_rungs(rungs: Sequence[Any], *, reduction_factor: int | None,
+                where: str = "search.rungs") -> list[Any]:
+    """The rungs (anything with ``epochs`` and ``seeds``: a :class:`RungConfig` or a
+    :class:`nas_prune.search.fidelity.Rung`), checked: at least one, each with epochs >= 1 and
+    seeds >= 1, the cost (epochs x seeds) never falling from one rung to the next;
+    ``reduction_factor`` >= 2 (None: checked elsewhere, as the config's own range rule does)."""
+    rungs = list(rungs)
+    if not rungs:
+        raise UserError(f"{where}: needs at least one rung, e.g. [{{epochs: 2}}, {{epochs: 6}}]")
+    if reduction_factor is not None and (not isinstance(reduction_factor, int)
+                                         or reduction_factor < 2):
+        raise UserError(f"search.reduction_factor: {reduction_factor!r}; must be an integer "
+                        f">= 2 (3 keeps the top third at each rung)")
+    for i, r in enumerate(rungs):
+        if r.epochs < 1:
+            raise UserError(f"{where}[{i}].epochs: {r.epochs}; must be >= 1")
+        if r.seeds < 1:
+            raise UserError(f"{where}[{i}].seeds: {r.seeds}; must be >= 1")
+        if i and r.epochs * r.seeds < rungs[i - 1].epochs * rungs[i - 1].seeds:
+            raise UserError(f"{where}[{i}]: costs less (epochs x seeds = {r.epochs * r.seeds}) "
+                            f"than the rung before it; order the rungs from cheap to expensive")
+    return rungs
+
+
 @dataclass(frozen=True)
 class Rungs:
     """``search.rungs``: empty, or rungs each with epochs >= 1 and seeds >= 1, cheap first."""
@@ -324,9 +344,7 @@ class Rungs:
     def check(self, value: Any, key: str) -> None:
         if not value:
             return
-        from .search.fidelity import Rung, check_rungs
-
-        check_rungs([Rung(r.epochs, r.seeds) for r in value], reduction_factor=None, where=key)
+        check_rungs(value, reduction_factor=None, where=key)
         for i, r in enumerate(value):
             _EPOCHS.check(r.epochs, f"{key}[{i}].epochs")
             Range(1, 1000).check(r.seeds, f"{key}[{i}].seeds")
@@ -386,12 +404,12 @@ RULES: dict[str, Any] = {
     "seed_method.base_checkpoint": NonEmpty("a state dict path (or null)"),
     "seed_method.samples": _POSITIVE,
     "seed_method.options": MethodOptions(),
-    "search.backend": Registered("nas_prune.search.backends", "BACKENDS"),
+    "search.backend": OneOf(SEARCH_BACKENDS),
     "search.n_trials": Range(1, 10 ** 6),
     "search.timeout": Range(0, None, lo_open=True),
-    "search.sampler": Registered("nas_prune.search.samplers", "SAMPLERS"),
-    "search.early_stopping": Registered("nas_prune.search.samplers", "EARLY_STOPPING"),
-    "search.objective": Registered("nas_prune.search.space", "OBJECTIVES"),
+    "search.sampler": OneOf(SEARCH_SAMPLERS),
+    "search.early_stopping": OneOf(SEARCH_EARLY_STOPPING),
+    "search.objective": OneOf(SEARCH_OBJECTIVES),
     "search.multiplier_low": Range(0, 1, lo_open=True),
     "search.multiplier_high": Range(1, 100),
     "search.tolerance": Range(0, 1, lo_open=True, hi_open=True),

@@ -1,6 +1,6 @@
 """The run directory: its file names and its records, the one home of both.
 
-A search writes one run directory (see the README's "run directory"); every reader of it (the
+A search writes one run directory (docs/searching.md, "The run directory"); every reader of it (the
 search on ``--resume``, ``nas-prune export``, ``nas-prune report``, a Ray driver) goes through
 this module, which imports no search backend. Both backends turn every finished trial into a
 :class:`TrialRecord`; ``RUN/trials.csv`` and ``RUN/trials.jsonl`` hold one row per trial (the CSV

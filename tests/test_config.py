@@ -21,7 +21,6 @@ from nas_prune.config import (
     NonEmpty,
     OneOf,
     Range,
-    Registered,
     from_dict,
     leaf_fields,
     load_config,
@@ -57,8 +56,8 @@ def bad_values(key: str, tp) -> list:
         if tp is float:
             out += [math.nan, math.inf, -math.inf]
         return out
-    if isinstance(rule, (OneOf, Registered)):
-        choices = rule.choices if isinstance(rule, OneOf) else rule.choices()
+    if isinstance(rule, OneOf):
+        choices = rule.choices
         return ["nope", "", choices[0].upper() + "x"]
     if isinstance(rule, NonEmpty):
         return ["", "   "]
@@ -83,10 +82,8 @@ def good_values(key: str, tp) -> list:
                 # ends that break a cross-field rule (grace_period > heartbeat_interval)
                 and (key, v) not in (("search.heartbeat_interval", 3600),
                                      ("search.grace_period", 1))]
-    if isinstance(rule, OneOf):
+    if isinstance(rule, OneOf):  # every name, the search's registered ones (cmaes too)
         return list(rule.choices)
-    if isinstance(rule, Registered):  # every registered name, cmaes (single objective) too
-        return list(rule.choices())
     if isinstance(rule, Device):
         return ["auto", "cpu", "cuda", "cuda:1", "mps", "cpu:0"]
     if key == "data.name":
@@ -196,13 +193,16 @@ def test_a_stored_config_is_validated_too():
 
 
 def test_search_enums_are_the_registries():
-    """A backend, sampler or early-stopping rule registered in nas_prune.search is accepted."""
+    """The names the config lists for the search (it imports nothing from nas_prune.search) are
+    exactly those its registries hold: a registered backend, sampler or rule is accepted."""
     from nas_prune.search.backends import BACKENDS
     from nas_prune.search.samplers import EARLY_STOPPING, SAMPLERS
+    from nas_prune.search.space import OBJECTIVES
 
+    assert RULES["search.objective"].choices == tuple(OBJECTIVES)
     for key, registry in [("search.backend", BACKENDS), ("search.sampler", SAMPLERS),
                           ("search.early_stopping", EARLY_STOPPING)]:
-        assert set(RULES[key].choices()) == set(registry)
+        assert RULES[key].choices == tuple(registry)
         with pytest.raises(UserError) as info:
             from_dict(Config, _nest(key, "nope"))
         assert all(name in str(info.value) for name in registry)

@@ -92,7 +92,7 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> str:
 def test_a_search_on_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path, ray_tmp):
     env, _ = ray_tmp
     port, dashboard = _free_port(), _free_port()
-    # a cluster with token authentication, as the README sets one up: every node, the search
+    # a cluster with token authentication, as docs/scaling-out.md sets one up: every node, the search
     # and the dashboard's clients share the token (here in RAY_AUTH_TOKEN, not ~/.ray)
     env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     _run([*RAY, "start", "--head", "--port", str(port), "--num-cpus", "1",

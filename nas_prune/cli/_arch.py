@@ -166,7 +166,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 # ---- spaces --------------------------------------------------------------------------------
 def add_spaces_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run_spaces(args: argparse.Namespace) -> int:

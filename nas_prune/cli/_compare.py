@@ -29,9 +29,11 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted comparison")
     p.add_argument("--n-trials", type=int, help="trials per arm (the same for every arm)")
     p.add_argument("--sampler", help="sampler of the seeds and uniform arms (random's is random)")
-    p.add_argument("--early-stopping", choices=tuple(EARLY_STOPPING))
+    p.add_argument("--early-stopping", choices=tuple(EARLY_STOPPING),
+                   help="early-stopping rule of every arm, as for search")
     p.add_argument("--rungs", help="multi-fidelity rungs, as for search (e.g. 1,3)")
-    p.add_argument("--reduction-factor", type=int)
+    p.add_argument("--reduction-factor", type=int,
+                   help="successive halving keeps the top 1/this of the trials at each rung")
     p.add_argument("--final-seeds", type=int, help="evaluation seeds of the joint final table")
 
 

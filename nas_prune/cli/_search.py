@@ -166,10 +166,14 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the search in an existing --run-dir without retraining "
                         "finished trials or cached base networks (stop any workers first)")
-    p.add_argument("--backend", choices=tuple(BACKENDS))
+    p.add_argument("--backend", choices=tuple(BACKENDS),
+                   help="optuna: trials in this process (workers join its study); ray: Ray Tune "
+                        "on a local Ray or a cluster")
     p.add_argument("--n-trials", type=int, help="total trials, the seed and uniform ones included")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--sampler", choices=tuple(SAMPLERS))
+    p.add_argument("--sampler", choices=tuple(SAMPLERS),
+                   help="Optuna sampler that proposes the candidates (tpe means nsga2 with "
+                        "--objective multi)")
     p.add_argument("--early-stopping", choices=tuple(EARLY_STOPPING),
                    help="stop weak trials early (Optuna pruners / Ray schedulers)")
     p.add_argument("--objective", choices=OBJECTIVES,

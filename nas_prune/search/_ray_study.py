@@ -11,7 +11,8 @@ reason) and stores the trial's architecture YAML as an Optuna artifact. ``optuna
 Trial numbers are Tune's (the order trials were created); the study keeps them as the
 ``ray_number`` user attribute because its own numbers can drift after a restore (a trial asked
 after Tune's last saved state is asked again). This module imports Ray at import time: only
-:mod:`nas_prune.search.ray_backend` imports it, inside a Ray run. It lives at module level so
+:mod:`nas_prune.search.ray_backend` imports it, inside a Ray run; it imports nothing from
+that module (what both need is in :mod:`._ray_records`). It lives at module level so
 that Tune can pickle the searcher into its experiment state (``Tuner.restore``).
 """
 
@@ -26,7 +27,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from ..rundir import TrialRecord
+from ._ray_records import record_from_result, setup_of
 from .evaluate import SearchSetup
+from .optuna_backend import artifact_store, upload_architecture
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +82,7 @@ class StudySearch(OptunaSearch):
             self._points_to_evaluate = points
 
     def _setup(self) -> SearchSetup:
-        from .ray_backend import _setup_of
-
-        return _setup_of(self._setup_json)
+        return setup_of(self._setup_json)
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
@@ -103,8 +104,6 @@ class StudySearch(OptunaSearch):
         frozen = storage.get_trial(ot_trial._trial_id)
         if frozen.state.is_finished():
             return  # told before the driver stopped, and replayed since
-        from .ray_backend import record_from_result
-
         setup = self._setup()
         number = self._numbers.get(trial_id, frozen.number)
         rec = record_from_result(
@@ -128,8 +127,6 @@ class StudySearch(OptunaSearch):
             log.warning("could not record Ray trial %s in the Optuna study: %s", number, exc)
 
     def _upload(self, ot_trial: optuna.Trial, setup: SearchSetup, rec: TrialRecord) -> None:
-        from .optuna_backend import artifact_store, upload_architecture
-
         if not self._stores:
             self._stores.append(artifact_store(self._ot_study))
         if self._stores[0] is not None:

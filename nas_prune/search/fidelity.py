@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UserError
+from ..config import check_rungs  # the config's rule for search.rungs; re-exported
 
 __all__ = ["Rung", "RungsOutcome", "check_rungs", "curve_correlations", "fidelity_summary",
            "known_results", "rank_correlations", "rung_step", "train_rungs"]
@@ -46,29 +46,6 @@ class Rung:
 
     def to_dict(self) -> dict[str, int]:
         return {"epochs": self.epochs, "seeds": self.seeds}
-
-
-def check_rungs(rungs: Sequence[Rung], *, reduction_factor: int | None,
-                where: str = "search.rungs") -> list[Rung]:
-    """The rungs, checked: at least one, each with epochs >= 1 and seeds >= 1, the cost
-    (epochs x seeds) never falling from one rung to the next; ``reduction_factor`` >= 2 (None:
-    checked elsewhere, as the config's own range rule does)."""
-    rungs = list(rungs)
-    if not rungs:
-        raise UserError(f"{where}: needs at least one rung, e.g. [{{epochs: 2}}, {{epochs: 6}}]")
-    if reduction_factor is not None and (not isinstance(reduction_factor, int)
-                                         or reduction_factor < 2):
-        raise UserError(f"search.reduction_factor: {reduction_factor!r}; must be an integer "
-                        f">= 2 (3 keeps the top third at each rung)")
-    for i, r in enumerate(rungs):
-        if r.epochs < 1:
-            raise UserError(f"{where}[{i}].epochs: {r.epochs}; must be >= 1")
-        if r.seeds < 1:
-            raise UserError(f"{where}[{i}].seeds: {r.seeds}; must be >= 1")
-        if i and r.epochs * r.seeds < rungs[i - 1].epochs * rungs[i - 1].seeds:
-            raise UserError(f"{where}[{i}]: costs less (epochs x seeds = {r.epochs * r.seeds}) "
-                            f"than the rung before it; order the rungs from cheap to expensive")
-    return rungs
 
 
 def rung_step(k: int, reduction_factor: int) -> int:

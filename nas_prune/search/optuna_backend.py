@@ -679,7 +679,7 @@ def run_worker(storage_url: str, study_name: str | None, *, device: str | None =
         events.message("worker: SQLite serialises every write through one file lock and is "
                        "Optuna's documented trouble spot with several writers; for several "
                        "processes use journal:///PATH (one machine or a shared file system), "
-                       "for several machines PostgreSQL (see the README, 'Storages')")
+                       "for several machines PostgreSQL (docs/scaling-out.md, 'Storages')")
     total = int(study.user_attrs.get(ATTR_TOTAL, setup.cfg.search.n_trials))
     _use_rules(study, setup, total=total, worker=True)
     events.message(f"joined study {study.study_name!r} in {mask_url(storage_url)}: total "

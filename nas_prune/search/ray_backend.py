@@ -35,14 +35,15 @@ The same candidate space and sampler as the Optuna backend run inside Ray Tune:
 
 A rejected trial is told to the study as PRUNED and a failed one as FAIL, as in the Optuna
 backend; their records keep ``val_acc`` empty and Tune's schedulers see an objective of 0.
-Ray is imported only in this module and :mod:`~nas_prune.search._ray_study`.
+Ray is imported only in this module and :mod:`~nas_prune.search._ray_study`. Imports run one
+way: this module -> :mod:`._ray_study` (the searcher, imported inside a Ray run) ->
+:mod:`._ray_records` (decoding a trial's setup and results; no Ray), which this module also uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import importlib.util
 import json
 import logging
@@ -58,6 +59,7 @@ from ..config import Config
 from ..errors import UserError
 from ..rundir import SETUP_JSON, TrialRecord, read_json, read_records, write_records
 from ._backend import Location, SearchBackend, SearchEvents
+from ._ray_records import record_from_result, setup_of
 from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
 from .optuna_backend import journal_file, load_study, sqlite_file, study_location, study_url
 from .samplers import check_early_stopping, make_sampler
@@ -79,11 +81,6 @@ def experiment_dir(run_dir: str | Path) -> Path:
 
 
 # ---- the trainable (runs in Ray worker processes) ------------------------------------------
-@functools.lru_cache(maxsize=2)
-def _setup_of(setup_json: str) -> SearchSetup:
-    return SearchSetup.from_dict(json.loads(setup_json))
-
-
 #: what Tune adds to every reported result (left out when a finished result is replayed)
 _TUNE_KEYS = frozenset((
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
@@ -105,7 +102,7 @@ def run_trial(config: dict[str, Any], setup_json: str, finished: str = "{}") -> 
     if done is not None:
         tune.report({**done, "replayed": True})
         return
-    setup = _setup_of(setup_json)
+    setup = setup_of(setup_json)
     torch.set_num_threads(max(1, int(setup.cfg.search.ray.cpus_per_trial)))
     cspace = setup.cspace
     cand = cspace.decode(config)
@@ -156,52 +153,6 @@ def _trial_number(tag: str) -> int | None:
     """Tune's experiment tag (and trial folder) carries the 1-based index of the trial."""
     m = re.match(r"(\d+)(_|$)", tag)
     return int(m.group(1)) - 1 if m else None
-
-
-def record_from_result(number: int, params: dict[str, Any], result: dict[str, Any], *,
-                       setup: SearchSetup, error: str | None = None,
-                       start: str | None = None, end: str | None = None) -> TrialRecord:
-    """A record from a Ray trial's last reported result (and its error, if it raised)."""
-    role, method = setup.cspace.role_of(params)
-    state = str(result.get("state", ""))
-    widths = result.get("widths")
-    widths = json.loads(widths) if isinstance(widths, str) else widths
-    curve = result.get("val_curve")
-    curve = json.loads(curve) if isinstance(curve, str) else list(curve or [])
-    reason = str(result.get("reason") or "")
-    epochs = int(result.get("epochs") or result.get("epoch") or 0)
-    planned = int(result.get("epochs_planned") or 0)
-    if error is not None:
-        state, reason = "FAIL", error
-    elif state == "RUNNING" and "rung" in result:  # stopped by the scheduler at a rung
-        state = "PRUNED"
-        reason = (f"early stopping after rung {int(result['rung'])} of "
-                  f"{int(result.get('n_rungs') or 0)}")
-    elif state == "RUNNING":  # the scheduler stopped it after an intermediate report
-        state = "PRUNED"
-        reason = f"early stopping after epoch {epochs} of {planned}"
-        curve = [float(result["val_acc"])] if "val_acc" in result else []
-    elif state not in ("COMPLETE", "FAIL", "REJECTED", "PRUNED"):
-        state, reason = "FAIL", reason or "interrupted: no result reported"
-    val_acc = result.get("val_acc") if state in ("COMPLETE", "PRUNED") else None
-    return TrialRecord(
-        number=number, state=state, role=role, seed_method=method,
-        widths=widths, flops=result.get("flops"), params=result.get("params"),
-        flops_ratio=result.get("flops_ratio"), val_acc=val_acc,
-        best_val_acc=result.get("best_val_acc", val_acc), val_curve=curve, epochs=epochs,
-        wall_time=float(result.get("wall_time") or result.get("time_total_s") or 0.0),
-        datetime_start=start, datetime_complete=end, reason=reason, backend="ray",
-        epochs_planned=planned, cost_ratio=result.get("cost_ratio"), scale=result.get("scale"),
-        latency_ms=result.get("latency_ms"), latency_iqr_ms=result.get("latency_iqr_ms"),
-        trial_params=dict(params), worker=str(result.get("worker") or ""),
-        node=str(result.get("node") or ""),
-        rung_values=_json_list(result.get("rung_values")),
-        measurements=_json_list(result.get("measurements")))
-
-
-def _json_list(value: Any) -> list:
-    value = json.loads(value) if isinstance(value, str) else value
-    return list(value) if isinstance(value, list) else []
 
 
 def _now() -> str:

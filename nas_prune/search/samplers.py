@@ -26,6 +26,7 @@ from typing import Any
 
 import optuna
 
+from ..config import SEARCH_EARLY_STOPPING, SEARCH_SAMPLERS
 from ..errors import UserError
 
 SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
@@ -95,9 +96,12 @@ def _none(*, n_baselines: int, warmup_epochs: int, n_rungs: int = 0, reduction_f
     return optuna.pruners.NopPruner()
 
 
-def _register(table: dict[str, Any], name: str, factory: Any) -> None:
+def _register(table: dict[str, Any], name: str, factory: Any, listed: tuple[str, ...]) -> None:
     if name in table:
         raise ValueError(f"{name!r} registered twice")
+    if name not in listed:  # the config accepts only the names it lists
+        raise ValueError(f"{name!r} is not listed in nas_prune.config ({', '.join(listed)}); "
+                         f"add it there")
     table[name] = factory
 
 
@@ -105,10 +109,10 @@ SAMPLERS: dict[str, SamplerFactory] = {}
 EARLY_STOPPING: dict[str, RuleFactory] = {}
 for _name, _factory in (("tpe", _tpe), ("cmaes", _cmaes), ("random", _random),
                         ("nsga2", _nsga2)):
-    _register(SAMPLERS, _name, _factory)
+    _register(SAMPLERS, _name, _factory, SEARCH_SAMPLERS)
 for _name, _factory in (("median", _median), ("halving", _halving),
                         ("hyperband", _hyperband), ("none", _none)):
-    _register(EARLY_STOPPING, _name, _factory)
+    _register(EARLY_STOPPING, _name, _factory, SEARCH_EARLY_STOPPING)
 
 
 def check_sampler(name: str) -> None:
