@@ -42,6 +42,15 @@ interleaved ratio spreads under 3% and the absolute median under 10%.
 
     python benchmarks/latency.py --section repeatability --out \\
         benchmarks/results/latency_repeatability.json
+
+**Channel counts** (``--section channels``): does a layer's latency care whether its channel
+count is a multiple of the vector width? One 3x3 conv (BatchNorm, ReLU) from C to C channels on
+a 14x14 input, batch 1, for every C from 8 to 64, on each backend, each measured interleaved with
+the C = 32 layer (ratio of minima). Reported: the time per output channel against C, and the
+median of that for multiples of 16, of 8 (not 16), of 4 (not 8) and the rest, relative to the
+multiples of 16.
+
+    python benchmarks/latency.py --section channels --out benchmarks/results/latency_channels.json
 """
 
 from __future__ import annotations
@@ -291,9 +300,66 @@ def repeatability(args: argparse.Namespace) -> int:
     return 0
 
 
+def channels(args: argparse.Namespace) -> int:
+    from torch import nn
+
+    from nas_prune.latency import measure_many, ratio_of
+
+    t_start, load_start = time.perf_counter(), os.getloadavg()
+
+    def layer(c: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                             nn.ReLU())
+
+    counts = list(range(8, 65))
+    out_rows: dict[str, Any] = {}
+    for backend in [b for b in args.backends.split(",") if b]:
+        cfg = LatencyConfig(backend=backend, threads=args.threads or 1, warmup=args.warmup,
+                            repeats=args.repeats, busy_spread=10.0)
+        ref = layer(32)
+        ref_ms = None
+        per = {}
+        for c in counts:
+            a, b = measure_many([layer(c), ref], [(c, 14, 14), (32, 14, 14)], cfg)
+            r = ratio_of(a, b)
+            ref_ms = ref_ms or min(b) / 1e6
+            per[c] = {"ratio_to_32": round(r.value, 5), "spread": round(r.spread, 5),
+                      "ms": round(r.value * ref_ms, 6),
+                      "per_channel_vs_32": round(r.value * 32 / c, 5)}
+        classes = {"16": [c for c in counts if c % 16 == 0],
+                   "8 (not 16)": [c for c in counts if c % 8 == 0 and c % 16],
+                   "4 (not 8)": [c for c in counts if c % 4 == 0 and c % 8],
+                   "other": [c for c in counts if c % 4]}
+        med = {k: statistics.median(per[c]["per_channel_vs_32"] for c in v)
+               for k, v in classes.items()}
+        # the cost of an odd count: each count against the next multiple of 8 above it
+        up8 = [per[c]["ratio_to_32"] / per[min(64, -(-c // 8) * 8)]["ratio_to_32"]
+               for c in counts if c % 8]
+        out_rows[backend] = {"reference_ms": ref_ms, "per_count": per,
+                             "per_channel_median_by_class": med,
+                             "relative_to_multiples_of_16": {k: v / med["16"]
+                                                             for k, v in med.items()},
+                             "over_next_multiple_of_8": spread(up8)}
+        print(f"{backend}: time per output channel relative to multiples of 16: " + ", ".join(
+            f"{k} {v / med['16']:.2f}" for k, v in med.items()) +
+            f"; a count not a multiple of 8 over the next multiple of 8 above it: median "
+            f"{statistics.median(up8):.2f}, max {max(up8):.2f}", flush=True)
+    out = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+           "finished": now(), "wall_s": round(time.perf_counter() - t_start, 1),
+           "hardware": hardware("cpu"), "versions": code_version(),
+           "load_average": {"start": load_start, "end": os.getloadavg()},
+           "layer": "conv3x3 C->C + BatchNorm + ReLU, 14x14, batch 1",
+           "settings": {"threads": args.threads or 1, "warmup": args.warmup,
+                        "repeats": args.repeats}, "backends": out_rows}
+    write_json(args.out, out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--section", choices=("predictor", "repeatability", "repeat-worker"),
+    p.add_argument("--section", choices=("predictor", "repeatability", "channels",
+                                         "repeat-worker"),
                    default="predictor", help="predictor: the equal-FLOPs table (default); "
                    "repeatability: the same networks measured in separate processes")
     p.add_argument("--processes", type=int, default=5, help="repeatability: processes")
@@ -323,10 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.section == "repeat-worker":
         return repeat_worker(args)
-    if args.section == "repeatability":
+    if args.section in ("repeatability", "channels"):
         if args.out == Path("benchmarks/results/latency.json"):
-            args.out = Path("benchmarks/results/latency_repeatability.json")
-        return repeatability(args)
+            args.out = Path(f"benchmarks/results/latency_{args.section}.json")
+        return repeatability(args) if args.section == "repeatability" else channels(args)
     spaces = [s for s in args.spaces.split(",") if s]
     backends = [b for b in args.backends.split(",") if b]
     if args.candidates < 1 or args.repeats < 1 or args.warmup < 0:
