@@ -277,6 +277,17 @@ class Milestones:
 
 
 @dataclass(frozen=True)
+class TrainSource:
+    """``train.source``: ``data`` or ``table:PATH`` (the table itself is read where it is
+    used, against the search space: :mod:`nas_prune.table`)."""
+
+    def check(self, value: Any, key: str) -> None:
+        from .table import check_source
+
+        check_source(value, key)
+
+
+@dataclass(frozen=True)
 class SeedMethods:
     """``seed_method.name``: a method, a comma-separated list, or ``all``."""
 
@@ -372,6 +383,7 @@ RULES: dict[str, Any] = {
     "train.budget": OneOf(BUDGETS),
     "train.max_budget_scale": Range(1, 100),
     "train.eval_batch_size": _POSITIVE,
+    "train.source": TrainSource(),
     "seed_method.name": SeedMethods(),
     "seed_method.budget": Range(0, 1, lo_open=True),
     "seed_method.metric": OneOf(METRICS),
