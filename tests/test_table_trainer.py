@@ -79,6 +79,23 @@ def test_flops_of_the_space_match_a_table_written_from_our_counting(table_file, 
         assert table.entries[key].flops == space.count(widths_of_key(key, space))[0]
 
 
+def test_mobilenet_space_counts_its_published_architecture(tmp_path) -> None:
+    space = SearchSpace.load("cbm_mobilenet")
+    for g, base in space.base_widths().items():
+        assert space.grid(g) == [base // 4 * k for k in (1, 2, 3, 4)]
+    # MACs of the full network by hand: stem 3x3/2 to 16x16, blocks 1-2 (128 -> 768 -> 128),
+    # block 3 (128 -> 768, depthwise stride 2 -> 256 at 8x8), block 4 (256 -> 1536 -> 256),
+    # 1x1 head 256 -> 1024, linear 1024 -> 10
+    stem = 16 * 16 * 3 * 9 * 128
+    b12 = 2 * 16 * 16 * (128 * 768 + 9 * 768 + 768 * 128)
+    b3 = 16 * 16 * 128 * 768 + 8 * 8 * (9 * 768 + 768 * 256)
+    b4 = 8 * 8 * (256 * 1536 + 9 * 1536 + 1536 * 256)
+    head = 8 * 8 * 256 * 1024 + 1024 * 10
+    assert space.count(space.base_widths())[0] == stem + b12 + b3 + b4 + head
+    path = write_table(tmp_path / "m.json", space, keys=["1111111", "4444444", "2413324"])
+    ResultsTable.load(path).check(space)
+
+
 # ---- which table seed a training reads -------------------------------------------------------
 def test_a_trial_returns_the_table_value_of_its_seed(table_file, tmp_path) -> None:
     cfg = _cfg(table_file, tmp_path / "r", "random_seed=7")
