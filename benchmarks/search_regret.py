@@ -39,6 +39,7 @@ beside it (``.md``).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -49,7 +50,7 @@ from pathlib import Path
 
 import optuna
 
-from nas_prune._io import write_atomic, write_json
+from nas_prune._io import write_atomic
 from nas_prune._meta import code_version, hardware, now
 from nas_prune.config import load_config
 from nas_prune.search.evaluate import SearchSetup
@@ -134,6 +135,37 @@ def oracle(table: ResultsTable, setup: SearchSetup, uniform: dict[str, int]) -> 
             "gain": best[2].acc[held] - u.acc[held]}
 
 
+RUN_FIELDS = ("level", "strategy", "finalists", "n_trials", "repeat", "rejected", "search_s",
+              "key", "held_out", "uniform_held_out", "gain", "is_uniform", "selection_trainings")
+
+
+def save(out: dict, path: str) -> None:
+    """The results as JSON, every run one compact row of :data:`RUN_FIELDS` (the shipped
+    allocation as its table key; accuracies and gains to 6 decimals)."""
+    space = SearchSpace.load("cbm_resnet")
+
+    def row(r: dict) -> list:
+        r = {**r, "key": r.get("key") or key_of(r["widths"], space)}
+        return [round(v, 6) if isinstance(v, float) else v for v in (r[f] for f in RUN_FIELDS)]
+
+    head = {k: v for k, v in out.items() if k != "runs"}
+    text = json.dumps(head, indent=2, default=str)[:-2]
+    rows = ",\n    ".join(json.dumps(row(r)) for r in out["runs"])
+    text += f',\n  "run_fields": {json.dumps(list(RUN_FIELDS))},\n  "runs": [\n    {rows}\n  ]\n}}\n'
+    write_atomic(path, text)
+
+
+def reorder(path: str, held_out: int, out: Path) -> str:
+    """A copy of the table whose per-seed accuracies are reordered so that seed ``held_out``
+    comes last (the one the tool holds out), the others in their order."""
+    data = json.loads(Path(path).read_text())
+    for e in data.values():
+        acc = e["acc"]
+        e["acc"] = [a for i, a in enumerate(acc) if i != held_out] + [acc[held_out]]
+    out.write_text(json.dumps(data))
+    return str(out)
+
+
 def interval(values: list[float]) -> dict:
     m, s, n = mean_std(values)
     half = t_quantile(n - 1) * s / math.sqrt(n) if n > 1 and s is not None else None
@@ -154,19 +186,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-prefix", action="store_true",
                     help="also run each prefix count as its own search on repeat 0 and check "
                          "it ships the same")
+    ap.add_argument("--held-out", type=int, default=None,
+                    help="hold out this table seed instead of the last: the search runs on a "
+                         "copy of the table whose seeds are reordered so that it is last")
     ap.add_argument("--out", default="benchmarks/results/search_regret.json")
+    ap.add_argument("--compact", metavar="JSON", help="only rewrite a results file of an "
+                    "earlier version (indented runs, widths) in the compact form, and exit")
     args = ap.parse_args(argv)
+    if args.compact:
+        save(json.loads(Path(args.compact).read_text()), args.compact)
+        return 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     levels = [int(x) for x in args.levels.split(",")]
     strategies = args.strategies.split(",")
     ks = [int(x) for x in args.finalists.split(",")]
     counts = sorted(int(x) for x in args.trials.split(","))
-    table = ResultsTable.load(args.table)
     t0 = time.perf_counter()
+    keep = tempfile.TemporaryDirectory()
+    table_path = args.table if args.held_out is None else \
+        reorder(args.table, args.held_out, Path(keep.name) / "table.json")
+    table = ResultsTable.load(table_path)
     runs, oracles, checks = [], {}, []
     for level in levels:
-        setup, uniform = band_setup(args.table, level, sampler="random", finalists=1,
+        setup, uniform = band_setup(table_path, level, sampler="random", finalists=1,
                                     n_trials=counts[-1], seed=0)
         table.check(setup.space)
         oracles[level] = oracle(table, setup, uniform)
@@ -177,19 +220,21 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeats):  # repeats outermost: a stopped run is still balanced
             for level in levels:
                 for strat in strategies:
-                    runs += one_strategy(args.table, level, strat, rep, counts, ks, scratch,
+                    runs += one_strategy(table_path, level, strat, rep, counts, ks, scratch,
                                          checks if args.check_prefix and rep == 0 else None)
             out = {"command": " ".join(["python", "benchmarks/search_regret.py",
                                         *(argv if argv is not None else sys.argv[1:])]),
                    "when": now(), "code": code_version(), "hardware": hardware("cpu"),
                    "wall_s": round(time.perf_counter() - t0, 1), "table": str(args.table),
+                   "held_out_seed": table.held_out if args.held_out is None else args.held_out,
                    "band": list(BAND), "repeats": args.repeats, "repeats_done": rep + 1,
                    "prefix_checks": checks, "oracle": oracles,
                    "summary": summarise(runs, oracles, levels, strategies, ks, counts),
                    "runs": runs}
-            write_json(args.out, out)  # after every repeat: nothing is lost if stopped
+            save(out, args.out)  # after every repeat: nothing is lost if stopped
             write_atomic(Path(args.out).with_suffix(".md"), markdown(out))
             print(f"repeat {rep + 1}/{args.repeats}: {out['wall_s']:.0f}s", flush=True)
+    keep.cleanup()
     print(markdown(out))
     return 0
 
@@ -259,7 +304,8 @@ def markdown(out: dict) -> str:
              f"{out['repeats_done']} of {out['repeats']} repeats done (search seeds "
              f"0..{out['repeats_done'] - 1}); wall time "
              f"{out['wall_s']:.0f} s; {out['when']}; code {out['code'].get('git')}.", "",
-             "Gain: held-out accuracy (the table's third seed, which no search trial or "
+             f"Held-out table seed: {out['held_out_seed']} (counting from 0).", "",
+             "Gain: held-out accuracy (the held-out table seed, which no search trial or "
              "finalist round reads) of the shipped allocation minus uniform's, in points; mean "
              "with its 95% t-interval over repeats; worse: fraction of repeats below uniform; "
              "uniform: fraction shipping uniform itself. Trials: search.n_trials (uniform's "
