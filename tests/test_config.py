@@ -160,13 +160,17 @@ def test_messages_state_the_accepted_range():
     (["data.name=synthetic", "data.val_size=10", "data.synthetic_train=1000000",
       "data.synthetic_size=1024"], "data.synthetic_*"),
     (["train.epochs=2", "train.warmup_epochs=3"], "train.warmup_epochs: 3 is more than"),
-    (["search.objective=multi", "search.finalists=3"], "search.finalists: 3 applies to"),
     (["search.objective=multi", "search.sampler=cmaes"], "search.sampler: 'cmaes' cannot"),
 ])
 def test_cross_field_rules(overrides, fragment):
     with pytest.raises(UserError, match=None) as info:
         load_config(None, overrides)
     assert fragment in str(info.value)
+
+
+def test_finalists_default_to_three_and_a_multi_objective_search_ignores_them():
+    assert load_config(None, []).search.finalists == 3
+    assert load_config(None, ["search.objective=multi"]).search.finalists == 3
 
 
 def test_shipped_configs_are_valid():

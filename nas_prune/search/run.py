@@ -93,9 +93,6 @@ def check_search_config(cfg: Config) -> None:
         raise UserError("search.final_seeds: must be >= 1")
     if s.finalists < 1:
         raise UserError("search.finalists: must be >= 1 (1 keeps the search's best trial)")
-    if s.finalists > 1 and s.objective == "multi":
-        raise UserError("search.finalists: applies to the single objective; with --objective "
-                        "multi the Pareto front is exported instead; set it to 1")
     if s.timeout is not None and s.timeout <= 0:
         raise UserError("search.timeout: must be a positive number of seconds (or null)")
     if not 0 < s.multiplier_low <= 1 <= s.multiplier_high:
