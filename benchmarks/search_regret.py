@@ -144,7 +144,9 @@ def save(out: dict, path: str) -> None:
     allocation as its table key; accuracies and gains to 6 decimals)."""
     space = SearchSpace.load("cbm_resnet")
 
-    def row(r: dict) -> list:
+    def row(r: dict | list) -> list:
+        if isinstance(r, list):  # already compact
+            return r
         r = {**r, "key": r.get("key") or key_of(r["widths"], space)}
         return [round(v, 6) if isinstance(v, float) else v for v in (r[f] for f in RUN_FIELDS)]
 
@@ -153,6 +155,37 @@ def save(out: dict, path: str) -> None:
     rows = ",\n    ".join(json.dumps(row(r)) for r in out["runs"])
     text += f',\n  "run_fields": {json.dumps(list(RUN_FIELDS))},\n  "runs": [\n    {rows}\n  ]\n}}\n'
     write_atomic(path, text)
+
+
+def combine(paths: list[str]) -> str:
+    """Mean gain per setting averaged over results files that held out different table seeds:
+    the held-out gain with less weight on one held-out training of uniform (whose own
+    seed-to-seed spread decides the sign of every row of a single file)."""
+    files = [json.loads(Path(p).read_text()) for p in paths]
+    seeds = [f.get("held_out_seed", 2) for f in files]
+    cells: dict[tuple, dict[int, dict]] = {}
+    for f, h in zip(files, seeds, strict=True):
+        for r in f["summary"]:
+            cells.setdefault((r["level"], r["strategy"], r["finalists"], r["n_trials"]), {})[h] = r
+    lines = ["# Held-out gain over uniform, averaged over which table seed is held out", "",
+             f"Files: {', '.join(f'`{p}`' for p in paths)} (held-out seeds "
+             f"{', '.join(map(str, seeds))}; repeats "
+             f"{', '.join(str(f['repeats_done']) for f in files)}).", "",
+             "Oracle (best mean of the two search seeds in the band) per held-out seed: " +
+             "; ".join(f"uniform {lv}/4: " + ", ".join(
+                 f"{f['oracle'][lv]['gain']:+.2f}" for f in files) +
+                 f" (mean {sum(f['oracle'][lv]['gain'] for f in files) / len(files):+.3f})"
+                 for lv in files[0]["oracle"]) + ".", "",
+             "| uniform | strategy | finalists | trials | " +
+             " | ".join(f"held out {h}" for h in seeds) + " | mean |",
+             "|---|---|---|---|" + "---|" * (len(seeds) + 1)]
+    for (lv, strat, k, n), by in sorted(cells.items()):
+        if len(by) != len(seeds):
+            continue
+        vals = [by[h]["mean"] for h in seeds]
+        lines.append(f"| {lv}/4 | {strat} | {k} | {n} | " +
+                     " | ".join(f"{v:+.3f}" for v in vals) + f" | {sum(vals) / len(vals):+.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def reorder(path: str, held_out: int, out: Path) -> str:
@@ -190,9 +223,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="hold out this table seed instead of the last: the search runs on a "
                          "copy of the table whose seeds are reordered so that it is last")
     ap.add_argument("--out", default="benchmarks/results/search_regret.json")
+    ap.add_argument("--combine", nargs="+", metavar="JSON",
+                    help="only average the mean gains of results files that held out different "
+                         "table seeds (each file's repeats weigh equally within it), write the "
+                         "table to --out (.md), and exit")
     ap.add_argument("--compact", metavar="JSON", help="only rewrite a results file of an "
                     "earlier version (indented runs, widths) in the compact form, and exit")
     args = ap.parse_args(argv)
+    if args.combine:
+        text = combine(args.combine)
+        write_atomic(args.out, text)
+        print(text)
+        return 0
     if args.compact:
         save(json.loads(Path(args.compact).read_text()), args.compact)
         return 0
