@@ -18,6 +18,7 @@ from ._io import save_state_dict
 from .config import Config, save_config, to_dict
 from .data import DataConfig, Splits, load_data
 from .errors import UserError
+from .table import DATA, lookup_train
 from .train import TrainResult, budget_epochs, resolve_device, train
 from .widths import (
     ArchSpec,
@@ -118,10 +119,13 @@ def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: 
 
     ``epochs`` are base epochs that the budget rule scales (``exact_epochs``: used as given).
     """
-    device = resolve_device(device or cfg.device)
     seed = cfg.random_seed if seed is None else seed
-    data = data_for(cfg.data, device, spec)
     n_epochs = int(epochs) if exact_epochs and epochs else epochs_for(spec, cfg, epochs)
+    if cfg.train.source != DATA:
+        return _look_up(spec, cfg, epochs=n_epochs, seed=seed, evaluate_test=evaluate_test,
+                        on_epoch=on_epoch, out_dir=out_dir)
+    device = resolve_device(device or cfg.device)
+    data = data_for(cfg.data, device, spec)
     torch.manual_seed(seed)
     model = spec.build()
     result = train(model, data, cfg.train, epochs=n_epochs, seed=seed, device=device,
@@ -136,6 +140,23 @@ def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_state_dict(model, out_dir / "model.pt")
+        out.save(out_dir / "model.yaml")
+        save_config(cfg, out_dir / "config.yaml")
+    return result, out
+
+
+def _look_up(spec: ArchSpec, cfg: Config, *, epochs: int, seed: int, evaluate_test: bool,
+             on_epoch, out_dir: str | Path | None) -> tuple[TrainResult, ArchSpec]:
+    """:func:`train_spec` with ``train.source: table:PATH``: no data, no model, no weights;
+    the accuracy comes from the table (:func:`nas_prune.table.lookup_train`)."""
+    result = lookup_train(spec, cfg, epochs=epochs, seed=seed, evaluate_test=evaluate_test,
+                          on_epoch=on_epoch)
+    out = spec.with_metrics(**result.metrics(), seed=seed, device="table",
+                            budget_rule=cfg.train.budget)
+    out.provenance.setdefault("train_config", to_dict(cfg.train))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         out.save(out_dir / "model.yaml")
         save_config(cfg, out_dir / "config.yaml")
     return result, out

@@ -47,6 +47,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast, CUDA only
     channels_last: bool = True  # CUDA only
     eval_batch_size: int = 1000
+    # "data": train for real; "table:PATH": look each training up in a results table of a width
+    # benchmark instead (nas_prune.table): a search in seconds, against known ground truth
+    source: str = "data"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

@@ -159,7 +159,8 @@ def check_widths(family: Family, widths: Mapping[str, Any], *, where: str = "wid
 class SearchSpace:
     """A family, its input shape, per-group bounds ``[min, max]`` and a channel divisor.
 
-    A width is on the grid when it is a multiple of ``divisor`` or equal to the group's maximum.
+    A width is on the grid when it is a multiple of the group's divisor (``divisors`` for the
+    groups it names, ``divisor`` for the others) or equal to the group's maximum.
     """
 
     name: str
@@ -167,6 +168,7 @@ class SearchSpace:
     divisor: int
     bounds: dict[str, tuple[int, int]]
     dataset: str | None = None
+    divisors: dict[str, int] = field(default_factory=dict)  # per-group divisors (YAML divisors)
     latency: Any = field(default=None, compare=False, repr=False)  # a LatencyPredictor
 
     # ---- construction -------------------------------------------------------------------
@@ -175,8 +177,8 @@ class SearchSpace:
         where = f"search space {name}"
         if not isinstance(data, Mapping):
             raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
-        _check_keys(data, {"family", "args", "input", "divisor", "min_width", "max_scale",
-                           "bounds", "dataset", "description"}, {"family", "input"}, where)
+        _check_keys(data, {"family", "args", "input", "divisor", "divisors", "min_width",
+                           "max_scale", "bounds", "dataset", "description"}, {"family", "input"}, where)
         if takes_input_from_data(data):
             raise UserError(f"{where}: its input comes from the data (input: {FROM_DATA}); use "
                             f"it with a config's data set (nas-prune search/propose/train "
@@ -201,12 +203,18 @@ class SearchSpace:
             if hi > MAX_WIDTH:
                 raise UserError(f"{where}.bounds.{gname}: max {hi} is out of range; must be "
                                 f"<= {MAX_WIDTH} (lower max_scale)")
+        divisors = {}
+        for gname, d in _mapping(data.get("divisors"), f"{where}.divisors",
+                                 "divisors per width group").items():
+            if gname not in bounds:
+                raise UserError(f"{where}.divisors.{gname}: not a width group of {family.name}")
+            divisors[gname] = _int(d, f"{where}.divisors.{gname}", 1, MAX_WIDTH)
         for key in ("dataset", "description"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise UserError(f"{where}.{key}: {data[key]!r} is not a string")
         _count(family, family.base_widths(), where)
         return cls(name=name, family=family, divisor=divisor, bounds=bounds,
-                   dataset=data.get("dataset"))
+                   dataset=data.get("dataset"), divisors=divisors)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> SearchSpace:
@@ -234,14 +242,19 @@ class SearchSpace:
     def max_widths(self) -> Widths:
         return {g: hi for g, (_, hi) in self.bounds.items()}
 
+    def divisor_of(self, group: str) -> int:
+        """The channel divisor of ``group``."""
+        return self.divisors.get(group, self.divisor)
+
     def on_grid(self, group: str, width: int) -> bool:
         lo, hi = self.bounds[group]
-        return lo <= width <= hi and (width % self.divisor == 0 or width == hi)
+        return lo <= width <= hi and (width % self.divisor_of(group) == 0 or width == hi)
 
     def grid(self, group: str) -> list[int]:
         """The allowed widths of ``group``: multiples of the divisor in its bounds, and its max."""
         lo, hi = self.bounds[group]
-        vals = list(range(math.ceil(lo / self.divisor) * self.divisor, hi + 1, self.divisor))
+        d = self.divisor_of(group)
+        vals = list(range(math.ceil(lo / d) * d, hi + 1, d))
         if not vals or vals[-1] != hi:
             vals.append(hi)
         return vals
@@ -267,7 +280,7 @@ class SearchSpace:
                                 f"{self.name}")
             if not self.on_grid(g, w):
                 raise UserError(f"{where}.{g}: {w} is not a multiple of the divisor "
-                                f"{self.divisor} (nor the maximum {hi})")
+                                f"{self.divisor_of(g)} (nor the maximum {hi})")
         return out
 
     # ---- costs -------------------------------------------------------------------------

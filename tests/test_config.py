@@ -65,6 +65,7 @@ def bad_values(key: str, tp) -> list:
         return ["tpu", "cuda:banana", "cuda:-1", "meta", "CPU", ""]
     return {"train.milestones": [(0.75, 0.5), (0.0, 0.5), (0.5, 1.5), (math.nan,)],
             "data.name": ["nope", "", "torchvision:", "torchvision:not a class", "IMAGEFOLDERx"],
+            "train.source": ["", "table", "table:", "table:  ", "tabel:x.json", "DATA"],
             "seed_method.name": ["nope", "", " , ", "slimming,nope"],
             "seed_method.options": [{"nope": {}}, {"l1norm": {"no_such_option": 1}}],
             "search.rungs": [[{"epochs": 0}], [{"epochs": 1, "seeds": 0}],
@@ -88,6 +89,8 @@ def good_values(key: str, tp) -> list:
         return ["auto", "cpu", "cuda", "cuda:1", "mps", "cpu:0"]
     if key == "data.name":
         return [*DATASETS, "torchvision:MNIST", "torchvision:SVHN"]
+    if key == "train.source":  # the table is read where it is used, against the space
+        return ["data", "table:results.json", "table:/no/such/file.json"]
     return []
 
 
@@ -154,13 +157,17 @@ def test_messages_state_the_accepted_range():
     (["data.name=synthetic", "data.val_size=10", "data.synthetic_train=1000000",
       "data.synthetic_size=1024"], "data.synthetic_*"),
     (["train.epochs=2", "train.warmup_epochs=3"], "train.warmup_epochs: 3 is more than"),
-    (["search.objective=multi", "search.finalists=3"], "search.finalists: 3 applies to"),
     (["search.objective=multi", "search.sampler=cmaes"], "search.sampler: 'cmaes' cannot"),
 ])
 def test_cross_field_rules(overrides, fragment):
     with pytest.raises(UserError, match=None) as info:
         load_config(None, overrides)
     assert fragment in str(info.value)
+
+
+def test_finalists_default_to_three_and_a_multi_objective_search_ignores_them():
+    assert load_config(None, []).search.finalists == 3
+    assert load_config(None, ["search.objective=multi"]).search.finalists == 3
 
 
 def test_shipped_configs_are_valid():

@@ -302,7 +302,5 @@ def test_finalists_pick_the_winner_by_mean_validation_over_the_final_seeds(
     assert f"best: trial {expected} " in capsys.readouterr().out
 
 
-def test_finalists_need_the_single_objective(tmp_path: Path, capsys) -> None:
-    assert search(tmp_path, tmp_path / "r", "--objective", "multi", "--finalists", "2") == 2
-    assert "search.finalists" in capsys.readouterr().err
+def test_finalists_must_be_at_least_one(tmp_path: Path, capsys) -> None:
     assert search(tmp_path, tmp_path / "r", "--finalists", "0") == 2

@@ -188,8 +188,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduction-factor", type=int, help="successive halving keeps the top "
                    "1/this of the trials at each rung (default 3)")
     p.add_argument("--finalists", type=int, metavar="K",
-                   help="retrain the top K trials on the final seeds and pick the winner by "
-                        "their mean validation accuracy (default 1: the search's best)")
+                   help="retrain the top K trials and the baselines on the selection seeds "
+                        "and pick the winner by their mean validation accuracy (default 3; 1: "
+                        "the search's best; single objective only)")
     p.add_argument("--address", help="Ray: 'auto' or ray://HOST:PORT to join a cluster")
     p.add_argument("--gpus-per-trial", type=float, help="Ray: GPUs per trial (fractions allowed)")
     p.add_argument("--cpus-per-trial", type=float, help="Ray: CPUs per trial")

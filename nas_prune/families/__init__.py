@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ._base import Family, InputShape, WidthGroup, Widths, init_weights
+from .channel_bench import ChannelBenchMobileNet, ChannelBenchResNet
 from .graph import GraphFamily
 from .resnet_cifar import ResNetCifar
 from .vgg import VGG
@@ -15,6 +16,8 @@ FAMILIES: dict[str, type[Family]] = {
     "vgg": VGG,
     "resnet_cifar": ResNetCifar,
     "graph": GraphFamily,
+    "cbm_resnet": ChannelBenchResNet,
+    "cbm_mobilenet": ChannelBenchMobileNet,
 }
 
 

@@ -56,6 +56,7 @@ from ..rundir import (
     write_json,
 )
 from ..stats import binomial_std, mean_std, paired_difference
+from ..table import table_path
 from ..train import resolve_device
 from ..widths import ArchSpec
 from .evaluate import SearchSetup
@@ -321,7 +322,12 @@ def _per_seed(row: dict[str, Any], metric: str) -> dict[int, float | None]:
 
 def noise_floor(setup: SearchSetup, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The binomial std of one accuracy on the validation and test splits, at the rows' mean
-    accuracy: differences below it (plus the seed spread) are noise."""
+    accuracy: differences below it (plus the seed spread) are noise. On a results table
+    (``train.source: table:...``) the split sizes are not known: only the seed spread."""
+    seed_std = mean_std([r.get("test_std") for r in rows])[0]
+    if table_path(setup.cfg.train.source) is not None:
+        return {"val_images": None, "test_images": None, "binomial_std_val": None,
+                "binomial_std_test": None, "seed_std_test": seed_std}
     data = scratch.data_for(setup.cfg.data, resolve_device(setup.cfg.device),
                             setup.space.spec(setup.space.base_widths()))
     n_val, n_test = int(data.val.y.numel()), int(data.test.y.numel())
@@ -330,7 +336,7 @@ def noise_floor(setup: SearchSetup, rows: list[dict[str, Any]]) -> dict[str, Any
     return {"val_images": n_val, "test_images": n_test,
             "binomial_std_val": binomial_std(val, n_val) if val is not None else None,
             "binomial_std_test": binomial_std(test, n_test) if test is not None else None,
-            "seed_std_test": mean_std([r.get("test_std") for r in rows])[0]}
+            "seed_std_test": seed_std}
 
 
 def write_best(setup: SearchSetup, best: TrialRecord, run_dir: str | Path, *,

@@ -52,6 +52,7 @@ from ..rundir import (
 )
 from ..scratch import data_for, resolve_space
 from ..seeds import ProposalRun, SeedContext, get_method, parse_methods, propose
+from ..table import check_table, table_path
 from ..train import resolve_device
 from ..widths import SearchSpace
 from ._backend import Location, SearchEvents, mask_url
@@ -92,9 +93,6 @@ def check_search_config(cfg: Config) -> None:
         raise UserError("search.final_seeds: must be >= 1")
     if s.finalists < 1:
         raise UserError("search.finalists: must be >= 1 (1 keeps the search's best trial)")
-    if s.finalists > 1 and s.objective == "multi":
-        raise UserError("search.finalists: applies to the single objective; with --objective "
-                        "multi the Pareto front is exported instead; set it to 1")
     if s.timeout is not None and s.timeout <= 0:
         raise UserError("search.timeout: must be a positive number of seconds (or null)")
     if not 0 < s.multiplier_low <= 1 <= s.multiplier_high:
@@ -128,7 +126,8 @@ def check_inputs(cfg: Config) -> None:
     ckpt = cfg.seed_method.base_checkpoint
     if ckpt and not Path(ckpt).is_file():
         raise UserError(f"seed_method.base_checkpoint: {ckpt}: no such file; check the path")
-    data_for(cfg.data, resolve_device(cfg.device), space.spec(space.base_widths()))
+    if check_table(cfg, space) is None:  # a results table replaces the data
+        data_for(cfg.data, resolve_device(cfg.device), space.spec(space.base_widths()))
 
 
 def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
@@ -142,7 +141,9 @@ def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
     sm = cfg.seed_method
     target = check_budget(space, sm.budget, sm.metric)
     device = resolve_device(cfg.device)
-    data = data_for(cfg.data, device, space.spec(space.base_widths()))
+    # on a results table only methods without a base network run (check_table): no data
+    data = None if table_path(cfg.train.source) else \
+        data_for(cfg.data, device, space.spec(space.base_widths()))
     ctx = SeedContext(space=space, data=data, train=cfg.train, device=device,
                       seed=cfg.random_seed, samples=sm.samples, metric=sm.metric)
     starts: dict[str, dict[str, int]] = {}
@@ -284,10 +285,11 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
                                   on_result=events.final)
     paths += written + sorted((run_dir / PROPOSALS).glob("*.yaml"))
     info = read_json(run_dir / SEARCH_JSON) or {}
-    data = data_for(setup.cfg.data, resolve_device(setup.cfg.device),
-                    setup.space.spec(setup.space.base_widths()))
-    info.update({"finished": now(), "state_counts": state_counts(records), "data":
-                 data.provenance(),
+    source = table_path(setup.cfg.train.source)
+    data = {"table": str(source)} if source else \
+        data_for(setup.cfg.data, resolve_device(setup.cfg.device),
+                 setup.space.spec(setup.space.base_widths())).provenance()
+    info.update({"finished": now(), "state_counts": state_counts(records), "data": data,
                  "fidelity": fidelity_summary(setup.rungs(), setup.cfg.search.reduction_factor,
                                               records)})
     write_json(run_dir / SEARCH_JSON, info)
