@@ -173,7 +173,8 @@ def latency_check(space: Any, prop: Any) -> dict[str, Any]:
     if not d["within_band"]:
         tried = ", ".join(f"{t['measured']:.4f}" for t in d["tried"])
         cause = ("the machine was busy: run on a quieter machine or raise latency.repeats"
-                 if d["busy"] else "the widths the fit reached around it measured " + tried +
+                 if d["busy"] else "the machine was quiet; the space's grid steps over the "
+                 "band: the widths the fit reached around it measured " + tried +
                  "; the closest is kept")
         warn(f"the measured ratio {r['ratio']:.4f} misses the budget {prop.budget:g} +- "
              f"{d['band']:.4f} after {d['corrections']} correction(s) of the prediction "
