@@ -12,7 +12,7 @@ trainings from scratch, one per *table seed*; ``flops`` are multiply-accumulates
 linear layers, as :mod:`nas_prune.flops` counts them.
 
 Which table seed a training on seed ``s`` returns follows from the seed rule of
-:mod:`nas_prune.search.seeding` (offsets from ``random_seed``), so repeated and paired seeds
+:mod:`nas_prune.seeding` (offsets from ``random_seed``), so repeated and paired seeds
 behave as real trainings do:
 
 * the **last** table seed is held out: only the evaluation seeds of the final table
@@ -128,7 +128,7 @@ class ResultsTable:
 
     def seed_index(self, seed: int, random_seed: int) -> int:
         """The table seed a training on ``seed`` reads (see the module docstring)."""
-        from .search.seeding import FINAL_SEED_OFFSET, SELECTION_SEED_OFFSET
+        from .seeding import FINAL_SEED_OFFSET, SELECTION_SEED_OFFSET
 
         visible = self.n_seeds - 1
         offset = int(seed) - int(random_seed)

@@ -12,7 +12,7 @@ from nas_prune.config import Config, from_dict
 from nas_prune.errors import UserError
 from nas_prune.rundir import read_json, read_records
 from nas_prune.search.compare import parse_arms, parse_budgets
-from nas_prune.search.seeding import final_seeds
+from nas_prune.seeding import final_seeds
 from nas_prune.stats import paired_difference
 
 from .test_search_common import tiny_args

@@ -13,7 +13,7 @@ import nas_prune.scratch
 from nas_prune.config import Config
 from nas_prune.rundir import read_json
 from nas_prune.search.finalize import comparisons
-from nas_prune.search.seeding import (
+from nas_prune.seeding import (
     FINAL_SEED_OFFSET,
     final_seeds,
     search_seeds,

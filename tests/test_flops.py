@@ -49,6 +49,7 @@ CASES += [("resnet_cifar", {"depth": d, "shortcut": s}) for d in (8, 20) for s i
 CASES += [("graph", {"model": "zoo:resnet_small", "kwargs": {"arch": "resnet10", "width": 8}}),
           ("graph", {"model": "zoo:mobilenet_v2_small",
                      "kwargs": {"setting": "tiny", "last_channel": 32}})]
+CASES += [("cbm_resnet", {}), ("cbm_mobilenet", {})]  # the Channel-Bench-Macro networks
 
 
 @pytest.mark.parametrize("name, args", CASES)

@@ -30,6 +30,7 @@ PACKAGE = "nas_prune"
 #: ``__init__`` (``build_model`` and friends) is a facade over the layers, so it is on top.
 LAYERS: list[list[str]] = [
     ["errors", "_meta", "stats"],
+    ["seeding"],  # the seed rule: search, finalists and evaluation seeds from random_seed
     ["_yaml"],
     ["_io", "families"],
     ["flops", "imagecache", "latency", "surgery"],
@@ -37,6 +38,7 @@ LAYERS: list[list[str]] = [
     ["budget", "data", "export", "report"],
     ["train", "rethink_summary"],
     ["seeds"],  # seed methods take explicit arguments, never a Config
+    ["table"],  # train.source: table:PATH (config checks it; scratch and search read it)
     ["config"],
     ["scratch", "testing"],
     ["search"],

@@ -17,7 +17,7 @@ from nas_prune.config import load_config
 from nas_prune.errors import UserError
 from nas_prune.rundir import read_json, read_records
 from nas_prune.scratch import train_spec
-from nas_prune.search.seeding import FINAL_SEED_OFFSET, SELECTION_SEED_OFFSET
+from nas_prune.seeding import FINAL_SEED_OFFSET, SELECTION_SEED_OFFSET
 from nas_prune.table import ResultsTable, check_table, key_of, widths_of_key
 from nas_prune.widths import SearchSpace
 

@@ -34,11 +34,11 @@ from .._meta import code_version, hardware, now
 from ..config import Config, save_config, to_dict
 from ..errors import UserError
 from ..rundir import BASES, completed
+from ..seeding import SEED_RULE, final_seeds
 from ..stats import fmt_mean_std, paired_difference
 from ..train import resolve_device
 from .finalize import choose_best, retrain
 from .run import check_inputs, check_search_config
-from .seeding import SEED_RULE, final_seeds
 from .space import UNIFORM
 
 __all__ = ["ARMS", "COMPARE_JSON", "run_compare"]

@@ -42,10 +42,10 @@ from .. import scratch
 from ..config import Config, from_dict, to_dict
 from ..errors import UserError
 from ..families import Widths
+from ..seeding import search_seeds
 from ..train import budget_epochs, resolve_device
 from ..widths import ArchSpec, SearchSpace
 from .fidelity import Rung, train_rungs
-from .seeding import search_seeds
 from .space import Candidate, CandidateSpace
 
 SETUP_FORMAT = 1

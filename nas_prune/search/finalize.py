@@ -8,7 +8,7 @@ highest mean validation accuracy there (``final.json``'s ``selection`` keeps eve
 round). One lucky training no longer decides, and neither the test split nor the evaluation
 seeds choose anything.
 Each row is trained from scratch ``final_seeds`` times on the **evaluation seeds**
-(:func:`nas_prune.search.seeding.final_seeds`), which no search trial ever uses: the run that
+(:func:`nas_prune.seeding.final_seeds`), which no search trial ever uses: the run that
 selected a candidate never counts as its evaluation, and every row gets the same seeds, so rows
 are compared seed by seed (paired). Rows train for ``search.final_epochs`` base epochs (default
 ``train.epochs``; scaled by the budget rule as in the search, see
@@ -55,12 +55,12 @@ from ..rundir import (
     ranked,
     write_json,
 )
+from ..seeding import SEED_RULE, final_seeds, selection_seeds
 from ..stats import binomial_std, mean_std, paired_difference
 from ..table import table_path
 from ..train import resolve_device
 from ..widths import ArchSpec
 from .evaluate import SearchSetup
-from .seeding import SEED_RULE, final_seeds, selection_seeds
 from .space import UNIFORM
 
 OnResult = Callable[[str, int, dict[str, Any]], None]

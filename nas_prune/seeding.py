@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
+from .errors import UserError
 
 __all__ = ["FINAL_SEED_OFFSET", "SEED_RULE", "SELECTION_SEED_OFFSET", "final_seeds",
            "search_seeds", "selection_seeds"]
