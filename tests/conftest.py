@@ -58,7 +58,10 @@ def tiny_overrides(space_file: Path, run_dir: Path | None = None) -> list[str]:
     out = [f"space={space_file}", "data.name=synthetic", "data.val_size=100",
            "data.synthetic_train=500", "data.synthetic_test=200", "data.synthetic_size=12",
            "data.synthetic_channels=1", "data.synthetic_classes=4", "train.epochs=1",
-           "train.batch_size=50", "device=cpu"]
+           "train.batch_size=50", "device=cpu",
+           # no selection round in the tiny runs (the default of 3 finalists adds 3-4 trainings
+           # to every search); the finalists' own tests ask for them
+           "search.finalists=1"]
     if run_dir is not None:
         out.append(f"run_dir={run_dir}")
     return out
