@@ -81,9 +81,9 @@ class LatencyConfig:
 
     backend: str = "torch"
     batch_size: int = 1
-    # one thread by default: measured on a 2-core machine with a two-thread job beside it, one
-    # pinned thread measured as when quiet (3.0 -> 3.1 ms) while two threads went from 1.8 to
-    # 6-212 ms (benchmarks/latency.py, section 'threads under load')
+    # one thread by default: vgg_small_fmnist measured three times with measure() on a 2-core
+    # machine, quiet and with a two-thread training job beside it: one pinned thread 3.0 ms
+    # quiet, 3.0-3.2 ms loaded; two threads 1.8 ms quiet, 6-212 ms loaded
     threads: int | None = 1  # null: every core this process may run on
     warmup: int = 10
     repeats: int = 30
