@@ -64,7 +64,9 @@ __all__ = ["BACKENDS", "BUSY_SPREAD", "LatencyConfig", "LatencyPredictor", "Meas
 BACKENDS = ("torch", "onnxruntime")
 Shape = InputShape | tuple[int, ...]
 #: a measurement whose interquartile range is above this share of its median was taken on a busy
-#: machine (quiet, one thread: 2-4% on torch, 4-12% on onnxruntime for vgg_small_fmnist)
+#: machine (vgg_small_fmnist, one thread, nothing else running on this project's 2-core VM: 2-4%
+#: in most measurements on torch, 4-12% on onnxruntime, but 14% and 35% once each on torch, so
+#: the flag is conservative)
 BUSY_SPREAD = 0.15
 
 log = logging.getLogger(__name__)

@@ -103,8 +103,8 @@ class _Head(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-class ChannelBenchResNet(Family):
-    name = "cbm_resnet"
+class _ChannelBench(Family):
+    """What both macro networks share: the BatchNorm gamma they are initialised with."""
 
     def __init__(self, *, input_shape: InputShape, bn_gamma: float = 1.0) -> None:
         super().__init__(input_shape=input_shape)
@@ -112,6 +112,10 @@ class ChannelBenchResNet(Family):
 
     def arguments(self) -> dict:
         return {"bn_gamma": self.bn_gamma}
+
+
+class ChannelBenchResNet(_ChannelBench):
+    name = "cbm_resnet"
 
     def groups(self) -> list[WidthGroup]:
         b = RESNET_BASES
@@ -152,15 +156,8 @@ class ChannelBenchResNet(Family):
         return model
 
 
-class ChannelBenchMobileNet(Family):
+class ChannelBenchMobileNet(_ChannelBench):
     name = "cbm_mobilenet"
-
-    def __init__(self, *, input_shape: InputShape, bn_gamma: float = 1.0) -> None:
-        super().__init__(input_shape=input_shape)
-        self.bn_gamma = float(bn_gamma)
-
-    def arguments(self) -> dict:
-        return {"bn_gamma": self.bn_gamma}
 
     def groups(self) -> list[WidthGroup]:
         b = MOBILENET_BASES
