@@ -18,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from nas_prune.rundir import read_json
-from nas_prune.search.optuna_backend import is_interrupted
+from nas_prune.search.optuna_backend import _surplus, is_interrupted, is_superseded, progress_counts
 from nas_prune.testing.postgres import postgres_missing, postgres_server
 
 from .test_search_common import search, tiny_args
@@ -96,8 +96,9 @@ def _pid(t) -> str:
 
 
 def _counted(trials) -> list:
-    """Trials that count toward the total: everything but the interrupted ones."""
-    return [t for t in trials if not is_interrupted(t)]
+    """Trials that count toward the total: everything but the interrupted and the superseded
+    (one that a worker started when another had just taken the last place)."""
+    return [t for t in trials if not (is_interrupted(t) or is_superseded(t))]
 
 
 def _many_workers(tmp_path: Path, storage: str, total: int, workers: int) -> None:
@@ -122,6 +123,24 @@ def _many_workers(tmp_path: Path, storage: str, total: int, workers: int) -> Non
 
 
 # ---- tests -----------------------------------------------------------------------------------
+def test_a_trial_past_the_total_is_surplus_by_its_number():
+    """Two workers that both saw one place left both start a trial: the one the storage numbered
+    later is the surplus, whichever process checks first; an interrupted trial ahead frees its
+    place."""
+    study = optuna.create_study()
+    first = [study.ask() for _ in range(3)]  # total 4: three running, one place left
+    a, b = study.ask(), study.ask()  # both workers took it
+    assert _surplus(b, 4)
+    assert not _surplus(a, 4)  # the order of the checks does not matter
+    b.set_user_attr("superseded", True)
+    b.set_user_attr("fail_reason", "superseded: over the total")
+    study.tell(b, state=TrialState.FAIL)
+    assert progress_counts(study) == (0, 4, 0)  # the superseded trial does not count
+    study.tell(first[0], state=TrialState.FAIL)  # its process died: interrupted, re-enqueued
+    c = study.ask()
+    assert not _surplus(c, 4)
+
+
 @pytest.mark.slow
 def test_journal_storage_with_four_processes_on_one_study(tmp_path):
     _many_workers(tmp_path, f"journal:///{tmp_path / 'journal.log'}", total=16, workers=3)

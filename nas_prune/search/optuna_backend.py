@@ -200,6 +200,31 @@ def is_interrupted(ft: FrozenTrial) -> bool:
         or str(ft.user_attrs["fail_reason"]).startswith("interrupted"))
 
 
+def is_superseded(ft: FrozenTrial) -> bool:
+    """A trial that does not count: one past the study's total (:func:`_surplus`), or a Ray
+    trial run again after its worker died (:mod:`nas_prune.search._ray_study`)."""
+    return bool(ft.user_attrs.get("superseded"))
+
+
+def _counts(ft: FrozenTrial) -> bool:
+    """Whether a trial counts toward the study's total, now or once it runs."""
+    return not (is_interrupted(ft) or is_superseded(ft))
+
+
+def _surplus(trial: optuna.Trial, total: int) -> bool:
+    """Whether ``total`` trials that count were already ahead of this one when it was created.
+
+    Workers decide to start a trial from counts that another process can change before the
+    trial exists, so two of them can take the last place at once. The storage gives out trial
+    numbers in order, and the trials ahead of one can only stop counting (an interrupted one),
+    never start: so the trials with ``total`` counting ones ahead of them are exactly the
+    surplus, and the study never holds more than its total. (One ahead that is interrupted
+    later is enqueued again, so the total is still reached.)"""
+    ahead = sum(1 for ft in trial.study.get_trials(deepcopy=False)
+                if ft.number < trial.number and _counts(ft))
+    return ahead >= total
+
+
 def record_of(ft: FrozenTrial, backend: str = "optuna") -> TrialRecord | None:
     """The backend-independent record of a finished trial (None while running or waiting).
 
@@ -371,7 +396,7 @@ def progress_counts(study: optuna.Study) -> tuple[int, int, int]:
             running += 1
         elif ft.state == TrialState.WAITING:
             waiting += 1
-        elif not is_interrupted(ft):
+        elif _counts(ft):
             done += 1
     return done, running, waiting
 
@@ -409,12 +434,20 @@ def upload_architecture(trial: optuna.Trial, setup: SearchSetup, widths, store: 
                             mimetype="text/yaml", encoding="utf-8")
 
 
-def make_objective(setup: SearchSetup) -> Callable[[optuna.Trial], Any]:
+def make_objective(setup: SearchSetup, total: int | None = None
+                   ) -> Callable[[optuna.Trial], Any]:
+    """The study's objective; ``total``: the study's trial total, past which a trial that
+    another worker's race let start ends at once, marked superseded (:func:`_surplus`)."""
     cspace = setup.cspace
     single = cspace.objective == "single"
     stores: dict[str, Any] = {}  # study name -> its artifact store, looked up once
 
     def objective(trial: optuna.Trial):
+        if total is not None and _surplus(trial, total):
+            trial.set_user_attr("superseded", True)
+            trial.set_user_attr("fail_reason", f"superseded: the study already held its total "
+                                               f"of {total} trials when this one started")
+            raise TrialFailed("over the study's total")
         try:
             params = cspace.suggest(trial)
             cand = cspace.decode(params)
@@ -486,7 +519,7 @@ def run_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, setup:
     """Run trials until the study holds ``total`` counted trials (or this process ran
     ``n_trials``, or ``timeout`` seconds passed); then wait for other workers' running trials.
     """
-    objective = make_objective(setup)
+    objective = make_objective(setup, total)
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
     last_wait = -1
