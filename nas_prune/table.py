@@ -257,6 +257,12 @@ def check_table(cfg: Any, space: SearchSpace) -> ResultsTable | None:
         return None
     table = ResultsTable.load(path)
     table.check(space)
+    wide = [g for g, (_, hi) in space.bounds.items() if hi > space.base_widths()[g]]
+    if wide:
+        raise UserError(f"search space {space.name}: widens {', '.join(wide)} above the base "
+                        f"(max_multiplier or bounds), but table {path} holds allocations up to "
+                        f"the base widths only; keep the bounds within the base or train for "
+                        f"real (train.source: data)")
     from .seeds import SEED_METHODS, parse_methods
 
     for name in parse_methods(cfg.seed_method.name):

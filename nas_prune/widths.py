@@ -28,6 +28,7 @@ from .families import FAMILIES, Family, InputShape, Widths, get_family
 FORMAT_VERSION = 1
 SPACES_DIR = data_dir("search_spaces")
 MAX_WIDTH = 1 << 16  # channels of one width group
+MAX_MULTIPLIER = 4.0  # a space's max_multiplier: how far a group may grow above its base
 MAX_PARAMS = 1 << 28  # parameters of one network (1 GiB of fp32): more is a typo, not a model
 MAX_FAMILY_NUMBER = 1e6  # a numeric family argument (a depth, an initial BN gamma)
 INPUT_LIMITS = {"channels": (1, 1024), "size": (1, 8192), "classes": (1, 1_000_000)}
@@ -41,13 +42,12 @@ def _int(value: Any, where: str, lo: int, hi: int) -> int:
     return value
 
 
-def _float(value: Any, where: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not (isinstance(value, int) or math.isfinite(value)):
-        raise UserError(f"{where}: {value!r} is not a number")
-    if not lo < value <= hi:
-        raise UserError(f"{where}: {value} is out of range; must be in ({lo:g}, {hi:g}]")
-    return float(value)
+def _widened(base: int, multiplier: float, divisor: int) -> int:
+    """A group's maximum under ``max_multiplier``: its base width grown by the multiplier, down
+    to the divisor's grid, and never below the base (the base network stays in the space)."""
+    if multiplier == 1:
+        return base
+    return max(base, int(base * multiplier + 1e-9) // divisor * divisor)
 
 
 def _mapping(value: Any, where: str, what: str) -> Mapping:
@@ -178,7 +178,8 @@ class SearchSpace:
         if not isinstance(data, Mapping):
             raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
         _check_keys(data, {"family", "args", "input", "divisor", "divisors", "min_width",
-                           "max_scale", "bounds", "dataset", "description"}, {"family", "input"}, where)
+                           "max_multiplier", "bounds", "dataset", "description"},
+                    {"family", "input"}, where)
         if takes_input_from_data(data):
             raise UserError(f"{where}: its input comes from the data (input: {FROM_DATA}); use "
                             f"it with a config's data set (nas-prune search/propose/train "
@@ -186,8 +187,21 @@ class SearchSpace:
         family = _family(data, "args", where)
         divisor = _int(data.get("divisor", 1), f"{where}.divisor", 1, MAX_WIDTH)
         min_width = _int(data.get("min_width", divisor), f"{where}.min_width", 1, MAX_WIDTH)
-        max_scale = _float(data.get("max_scale", 1.0), f"{where}.max_scale", 0, 64)
-        bounds = {g.name: (min_width, max(min_width, int(g.base * max_scale)))
+        divisors = {}
+        for gname, d in _mapping(data.get("divisors"), f"{where}.divisors",
+                                 "divisors per width group").items():
+            if gname not in family.group_names():
+                raise UserError(f"{where}.divisors.{gname}: not a width group of {family.name}")
+            divisors[gname] = _int(d, f"{where}.divisors.{gname}", 1, MAX_WIDTH)
+        mult = data.get("max_multiplier", 1.0)
+        if isinstance(mult, bool) or not isinstance(mult, (int, float)) \
+                or not math.isfinite(mult):
+            raise UserError(f"{where}.max_multiplier: {mult!r} is not a number")
+        if not 1 <= mult <= MAX_MULTIPLIER:
+            raise UserError(f"{where}.max_multiplier: {mult} is out of range; must be in "
+                            f"[1, {MAX_MULTIPLIER:g}] (1 keeps each base width as its maximum)")
+        bounds = {g.name: (min_width, max(min_width, _widened(g.base, float(mult),
+                                                              divisors.get(g.name, divisor))))
                   for g in family.groups()}
         overrides = _mapping(data.get("bounds"), f"{where}.bounds", "[min, max] per width group")
         for gname, pair in overrides.items():
@@ -202,13 +216,7 @@ class SearchSpace:
                 raise UserError(f"{where}.bounds.{gname}: need 1 <= min <= max, got [{lo}, {hi}]")
             if hi > MAX_WIDTH:
                 raise UserError(f"{where}.bounds.{gname}: max {hi} is out of range; must be "
-                                f"<= {MAX_WIDTH} (lower max_scale)")
-        divisors = {}
-        for gname, d in _mapping(data.get("divisors"), f"{where}.divisors",
-                                 "divisors per width group").items():
-            if gname not in bounds:
-                raise UserError(f"{where}.divisors.{gname}: not a width group of {family.name}")
-            divisors[gname] = _int(d, f"{where}.divisors.{gname}", 1, MAX_WIDTH)
+                                f"<= {MAX_WIDTH} (lower max_multiplier)")
         for key in ("dataset", "description"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise UserError(f"{where}.{key}: {data[key]!r} is not a string")

@@ -63,6 +63,17 @@ def test_closed_form_equals_trace(name, args):
         assert count(family, widths) == _traced(family, widths)
 
 
+@pytest.mark.parametrize("name, args", CASES)
+def test_closed_form_equals_trace_above_the_base_widths(name, args):
+    """A space's max_multiplier lets groups grow above their base: the networks build and the
+    closed form still counts them exactly."""
+    family = get_family(name, args, InputShape(3, 32, 10))
+    rng = random.Random(1)
+    for _ in range(3):
+        widths = {g.name: rng.randint(g.base, 2 * g.base) for g in family.groups()}
+        assert count(family, widths) == _traced(family, widths)
+
+
 def test_every_family_is_covered():
     assert {name for name, _ in CASES} == set(FAMILIES)
 

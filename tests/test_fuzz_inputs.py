@@ -45,7 +45,7 @@ from .conftest import TINY_VGG, tiny_overrides
 # wrong types, and numbers that are negative, zero, fractional, huge and not finite
 VALUES: list[Any] = ["abc", "", [1, 2], {"k": 1}, None, True, -1, 0, 1.5, 10 ** 12, -10 ** 12,
                      1e308, math.nan, math.inf]
-SPACE_DOC = {**TINY_VGG, "max_scale": 1.0, "bounds": {"conv1": [2, 8]}}
+SPACE_DOC = {**TINY_VGG, "max_multiplier": 1.0, "bounds": {"conv1": [2, 8]}}
 
 
 @dataclass(frozen=True)

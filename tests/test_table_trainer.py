@@ -232,3 +232,15 @@ def test_settings_a_table_cannot_serve_are_one_line(table_file, tmp_path, capsys
     cfg = _cfg(table_file, tmp_path / "r", "search.rungs=[{epochs: 1, seeds: 3}]")
     with pytest.raises(UserError, match=r"search.rungs\[0\].seeds"):
         check_table(cfg, SearchSpace.load("cbm_resnet"))
+
+
+def test_a_widened_space_cannot_search_a_table(table_file, tmp_path) -> None:
+    """The table holds allocations up to the base widths only: a space that widens a group
+    above them (max_multiplier, or bounds past the base) is refused naming it and the fix."""
+    from nas_prune.widths import space_source
+
+    _, data = space_source("cbm_resnet")
+    wide = SearchSpace.from_dict({**data, "bounds": {**data["bounds"], "stage1": [64, 320]}},
+                                 name="cbm_wide")
+    with pytest.raises(UserError, match=r"widens stage1 above .* \(train.source: data\)"):
+        check_table(_cfg(table_file, tmp_path / "r"), wide)

@@ -101,10 +101,11 @@ BASE_SPACE = {"family": "vgg", "args": {"cfg": "vgg_tiny"},
     ({"divisor": 0}, r"divisor: 0 is out of range; must be in \[1, 65536\]"),
     ({"min_width": -1}, "min_width: -1 is out of range"),
     ({"min_width": 2.5}, "min_width: 2.5 is not an integer"),
-    ({"max_scale": "big"}, "max_scale: 'big' is not a number"),
-    ({"max_scale": float("nan")}, "max_scale: nan is not a number"),
-    ({"max_scale": 0}, r"max_scale: 0 is out of range; must be in \(0, 64\]"),
-    ({"max_scale": 10_000}, "max_scale: 10000 is out of range"),
+    ({"max_multiplier": "big"}, "max_multiplier: 'big' is not a number"),
+    ({"max_multiplier": float("nan")}, "max_multiplier: nan is not a number"),
+    ({"max_multiplier": 0.5}, r"max_multiplier: 0.5 is out of range; must be in \[1, 4\]"),
+    ({"max_multiplier": 4.5}, r"max_multiplier: 4.5 is out of range; must be in \[1, 4\]"),
+    ({"max_multiplier": True}, "max_multiplier: True is not a number"),
     ({"bounds": [1, 2]}, "bounds: expected a mapping"),
     ({"bounds": {"conv1": ["a", 4]}}, r"bounds.conv1\[0\]: 'a' is not an integer"),
     ({"bounds": {"conv1": [1, 10 ** 9]}}, r"bounds.conv1\[1\]: 1000000000 is out of range"),
@@ -163,3 +164,28 @@ def test_architecture_values_are_checked(tiny_vgg_space):
     for bad in ([good], "vgg", None):
         with pytest.raises(UserError, match="expected a mapping"):
             ArchSpec.from_dict(bad)
+
+
+def test_max_multiplier_widens_every_group_and_keeps_the_base_as_reference(tiny_data):
+    """max_multiplier 1.5: each group's maximum is 1.5x its base on the divisor's grid; a
+    widened vector validates, counts exactly, builds and trains; the base stays the base."""
+    from nas_prune.flops import _traced
+    from nas_prune.train import TrainConfig, train
+
+    from .conftest import TINY_VGG
+
+    plain = SearchSpace.from_dict(TINY_VGG, name="plain")
+    wide = SearchSpace.from_dict({**TINY_VGG, "max_multiplier": 1.5}, name="wide")
+    assert wide.base_widths() == plain.base_widths()
+    for g, base in wide.base_widths().items():
+        assert plain.bounds[g][1] == base
+        assert wide.bounds[g][1] == max(base, int(base * 1.5) // 2 * 2) > base
+    widths = wide.validate(wide.max_widths())
+    assert widths != wide.base_widths()
+    assert wide.count(widths) == _traced(wide.family, widths)
+    assert wide.cost(widths) > wide.cost(wide.base_widths())
+    with pytest.raises(UserError, match="outside the bounds"):
+        plain.validate(widths)
+    model = wide.family.build(widths)
+    r = train(model, tiny_data, TrainConfig(epochs=1, batch_size=64), seed=0, progress=False)
+    assert r.status == "ok" and r.epochs_run == 1

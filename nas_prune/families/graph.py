@@ -26,7 +26,7 @@ layers outside every group (the input, the logits, concatenated or grouped-conv 
 group with a new ``Conv2d`` / ``BatchNorm2d`` / ``Linear`` of the new channel counts (a depthwise
 conv's input, output and ``groups`` together). The new layers start from the leading slice of the
 full-width network's freshly initialised parameters, so the model's own initialisation scheme
-(torchvision's or the user's) carries over; channels beyond the full width (``max_scale > 1``)
+(torchvision's or the user's) carries over; channels beyond the full width (a space's ``max_multiplier`` above 1)
 keep PyTorch's default initialisation. Nothing trained is reused.
 """
 
