@@ -68,3 +68,49 @@ def test_compare_runs_every_arm_at_every_budget_and_pairs_the_final_rows(
 
 def final_seeds_of(out: dict) -> list[int]:
     return final_seeds(from_dict(Config, out["config"]))
+
+
+@pytest.mark.slow  # two arms of two trials and a final table of two seeds (~25 s)
+def test_compare_under_a_latency_budget_measures_every_row(tmp_path: Path, capsys) -> None:
+    """--metric latency with the flops arm: every final row carries its latency
+    ratio measured against the base network with the halves' interval, FLOPs and params, and
+    the rows fitted to the budget land near it."""
+    import json
+
+    from .test_latency import SMALL
+
+    run = tmp_path / "cmp"
+    space = tmp_path / "small.yaml"
+    space.write_text(json.dumps(SMALL))
+    args = tiny_args(tmp_path, run, train=200, extra=[
+        f"space={space}", "data.synthetic_size=28", "search.tolerance=0.1",
+        f"latency.table_dir={tmp_path / 't'}", "latency.threads=1", "latency.busy_spread=10"])
+    assert main(["compare", *args, "--metric", "latency", "--arms", "seeds,flops",
+                 "--n-trials", "2", "--final-seeds", "2"]) == 0
+    printed = capsys.readouterr().out
+    out = read_json(run / "compare.json")
+    res = out["results"][0]
+    assert res["metric"] == "latency"
+    assert set(res["arms"]) == {"seeds", "flops"}
+    assert res["arms"]["flops"]["metric"] == "flops"
+    assert res["arms"]["seeds"]["metric"] == "latency"
+    names = {r["name"] for r in res["rows"]}
+    assert {"arm:seeds", "arm:flops", "uniform", "seed:random"} <= names
+    for r in res["rows"]:
+        assert r["latency_ms"] > 0 and isinstance(r["within_budget"], bool)
+        assert r["latency_ratio_low"] <= r["latency_ratio_high"]
+        assert 0 < r["flops_ratio"] and 0 < r["params_ratio"]
+        if r["name"] != "arm:flops":  # fitted to the latency budget, then measured again
+            assert abs(r["latency_ratio"] - 0.5) < 0.25, r
+    uniform = next(r for r in res["rows"] if r["name"] == "uniform")
+    assert uniform["flops_vs_uniform"] == pytest.approx(1.0)
+    md = (run / "compare.md").read_text()
+    assert "Budget 0.5 of the base latency" in md and "latency ratio [halves]" in md
+    assert "meets budget" in printed
+
+
+def test_the_flops_arm_needs_another_metric() -> None:
+    assert parse_arms(None) == ["seeds", "uniform", "random"]
+    assert parse_arms(None, "latency") == ["seeds", "uniform", "random", "flops"]
+    with pytest.raises(UserError, match="--arms: flops .* --metric latency or params"):
+        parse_arms("seeds,flops", "flops")

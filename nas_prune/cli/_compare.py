@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import METRICS
 from ..search.samplers import EARLY_STOPPING
 from ._common import add_config_arguments, resolve_config, table
 from ._search import (
@@ -22,8 +23,10 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--seed-method", help="seed method(s) of the 'seeds' and 'random' arms")
     p.add_argument("--budget", help="one budget or a list, e.g. 0.5,0.25,0.1")
-    p.add_argument("--arms", default="seeds,uniform,random",
-                   help="which arms to run (default seeds,uniform,random)")
+    p.add_argument("--metric", choices=METRICS, help="what the budget limits, as for search "
+                   "(latency: every final row measured against the base network)")
+    p.add_argument("--arms", help="which arms to run, from seeds, uniform, random, flops "
+                   "(default seeds,uniform,random, and flops under a latency or params budget)")
     p.add_argument("--run-dir", help="where the arms and compare.json/.md/.png go "
                    "(default: the config's run_dir + '-compare')")
     p.add_argument("--resume", action="store_true", help="continue an interrupted comparison")
@@ -37,21 +40,37 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--final-seeds", type=int, help="evaluation seeds of the joint final table")
 
 
+def rows_table(rows: list[dict], metric: str) -> str:
+    """The final rows as printed: accuracy (mean, sample std, n) beside the costs."""
+    from ..stats import fmt_mean_std
+
+    head = ["row", "test acc (%)", "FLOPs ratio", "params ratio"]
+    body = [[r["name"], fmt_mean_std(r["test_acc"]), f"{r['flops_ratio']:.3f}",
+             f"{r['params_ratio']:.3f}"] for r in rows]
+    if metric == "latency":
+        head += ["latency ratio", "halves", "meets budget"]
+        for line, r in zip(body, rows, strict=True):
+            line += [f"{r['latency_ratio']:.3f}",
+                     f"[{r['latency_ratio_low']:.3f}, {r['latency_ratio_high']:.3f}]",
+                     "yes" if r["within_budget"] else "no"]
+    return table(body, head)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     from ..search import run_search
     from ..search.compare import parse_arms, parse_budgets
     from ..search.compare import run_compare as compare
 
     budgets = parse_budgets(args.budget) if args.budget else None
-    arms = parse_arms(args.arms)
     extra = prune_none({
-        "seed_method": {"name": args.seed_method,
+        "seed_method": {"name": args.seed_method, "metric": args.metric,
                         "budget": budgets[0] if budgets else None},
         "search": {"n_trials": args.n_trials, "sampler": args.sampler,
                    "early_stopping": args.early_stopping, "rungs": parse_rungs(args.rungs),
                    "reduction_factor": args.reduction_factor, "final_seeds": args.final_seeds},
     })
     cfg = resolve_config(args, **extra)
+    arms = parse_arms(args.arms, cfg.seed_method.metric)
     budgets = budgets or [cfg.seed_method.budget]
     run_dir = Path(args.run_dir or f"{cfg.run_dir}-compare")
     quiet_optuna()
@@ -66,6 +85,7 @@ def run_compare(args: argparse.Namespace) -> int:
                  c["compute"]["epochs_trained"], c["best_trial"]]
                 for a, c in res["arms"].items()]
         out.message(table(rows, ["arm", "trials", "trainings", "epochs trained", "best trial"]))
+        out.message(rows_table(res["rows"], res.get("metric", "flops")))
         out.message(comparison_table(res["comparisons"]))
     out.message("written:")
     for name in ("compare.json", "compare.md", "compare.png"):

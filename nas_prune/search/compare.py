@@ -5,13 +5,18 @@ training recipe) in several *arms*, each in its own run directory ``RUN/b<budget
 
 * ``seeds``: the search around the seed proposals and uniform (what ``nas-prune search`` does);
 * ``uniform``: the same search around uniform scaling only (no seed method at all);
-* ``random``: random search (Optuna's ``RandomSampler``) on the same space as ``seeds``.
+* ``random``: random search (Optuna's ``RandomSampler``) on the same space as ``seeds``;
+* ``flops`` (under a latency or params budget): the ``seeds`` search under a FLOPs budget of the
+  same ratio, to show what a FLOPs search would have shipped; its winner's measured latency
+  says how far FLOPs and the device part ways.
 
 Then one joint final evaluation: every arm's winner, each seed proposal and uniform are retrained
 on the same evaluation seeds (:func:`nas_prune.search.finalize.final_seeds`, disjoint from every
 search seed) and scored on the test split; equal width vectors train once. ``compare.json`` keeps
 every run; ``compare.md`` has, per budget, the rows (mean ± sample std, n), the compute each arm
-spent (trainings and epochs actually trained, wall time) and the paired differences with 95%
+spent (trainings and epochs actually trained, wall time), each row's FLOPs and params beside
+its cost (under a latency budget each row measured afresh, interleaved with the base network, and
+whether it meets the budget) and the paired differences with 95%
 t-intervals and verdicts of each arm's winner against each seed proposal, uniform and the other
 arms; ``compare.png`` plots the rows with their per-seed dots.
 
@@ -43,8 +48,10 @@ from .space import UNIFORM
 
 __all__ = ["ARMS", "COMPARE_JSON", "run_compare"]
 
-ARMS = ("seeds", "uniform", "random")
+ARMS = ("seeds", "uniform", "random", "flops")
+DEFAULT_ARMS = ("seeds", "uniform", "random")
 COMPARE_JSON = "compare.json"
+METRIC_WORDS = {"flops": "FLOPs", "params": "params", "latency": "latency"}
 
 
 def parse_budgets(text: str | float | Sequence[float]) -> list[float]:
@@ -63,11 +70,19 @@ def parse_budgets(text: str | float | Sequence[float]) -> list[float]:
     return values
 
 
-def parse_arms(text: str | Sequence[str]) -> list[str]:
+def parse_arms(text: str | Sequence[str] | None, metric: str = "flops") -> list[str]:
+    """The arms to run; None: the default ones, and ``flops`` too under a latency or params
+    budget."""
+    if text is None:
+        return list(DEFAULT_ARMS) + (["flops"] if metric != "flops" else [])
     arms = [a.strip() for a in (text.split(",") if isinstance(text, str) else text) if a.strip()]
     bad = [a for a in arms if a not in ARMS]
     if not arms or bad:
         raise UserError(f"--arms: {', '.join(bad) or 'none'}; choose from {', '.join(ARMS)}")
+    if "flops" in arms and metric == "flops":
+        raise UserError("--arms: flops is the seeds search under a FLOPs budget, which the "
+                        "seeds arm already is under --metric flops; use it with --metric "
+                        "latency or params")
     return list(dict.fromkeys(arms))
 
 
@@ -79,6 +94,8 @@ def arm_config(cfg: Config, arm: str, budget: float) -> Config:
         sm = dataclasses.replace(sm, name=UNIFORM)
     elif arm == "random":
         search = dataclasses.replace(search, sampler="random")
+    elif arm == "flops":
+        sm = dataclasses.replace(sm, metric="flops")
     # each arm's own final table is replaced by the joint one
     return dataclasses.replace(cfg, seed_method=sm, search=search)
 
@@ -129,7 +146,7 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
         for arm in arms:
             arm_dir = bdir / arm
             acfg = arm_config(cfg, arm, budget)
-            if arm == "random" and (bdir / "seeds" / BASES).is_dir() and \
+            if arm in ("random", "flops") and (bdir / "seeds" / BASES).is_dir() and \
                     not (arm_dir / BASES).is_dir():
                 shutil.copytree(bdir / "seeds" / BASES, arm_dir / BASES)
             say(f"budget {budget:g}, arm {arm}: search in {arm_dir}")
@@ -139,7 +156,8 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
             best, rule = choose_best(res.setup, res.records)
             results[arm] = {"setup": res.setup, "records": res.records, "best": best,
                             "rule": rule}
-        out["results"].append(_final_for_budget(budget, bdir, results, say))
+        out["results"].append(_final_for_budget(budget, bdir, results, say,
+                                                cfg.seed_method.metric))
         out["wall_s"] = round(time.perf_counter() - t0, 1)
         write_json(run_dir / COMPARE_JSON, out)
     out["finished"] = now()
@@ -150,36 +168,47 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
 
 
 def _final_for_budget(budget: float, bdir: Path, results: dict[str, Any],
-                      say: Callable[[str], None]) -> dict[str, Any]:
-    """Retrain every arm's winner, each seed proposal and uniform on the evaluation seeds."""
-    any_setup = next(iter(results.values()))["setup"]
+                      say: Callable[[str], None], metric: str = "flops") -> dict[str, Any]:
+    """Retrain every arm's winner, each seed proposal and uniform on the evaluation seeds.
+
+    Rows are costed by an arm of the comparison's own metric; under a latency budget each row
+    is measured afresh against the base network (interleaved), one after the other in this
+    process, and marked whether it meets the budget. The ``flops`` arm adds its winner only:
+    its proposals are the FLOPs-budget ones, not the rows held to the budget."""
+    own = {arm: r for arm, r in results.items() if arm != "flops"} or results
+    setup = next(iter(own.values()))["setup"]
     entries: list[tuple[str, dict[str, int]]] = []
     for arm, r in results.items():
         if r["best"] is not None:
             entries.append((f"arm:{arm}", dict(r["best"].widths)))
     starts: dict[str, dict[str, int]] = {}
-    for r in results.values():
+    for r in own.values():
         starts.update(r["setup"].cspace.starts)
     for name, widths in starts.items():
         entries.append(("uniform" if name == UNIFORM else f"seed:{name}", dict(widths)))
     done: dict[str, list[dict[str, Any]]] = {}
+    costs: dict[str, dict[str, Any]] = {}
     rows = []
     for name, widths in entries:
         key = str(sorted(widths.items()))
         if key not in done:
             say(f"budget {budget:g}: final runs of {name}")
-            done[key] = retrain(any_setup, widths, name=name,
+            done[key] = retrain(setup, widths, name=name,
                                 out_dir=bdir / "final" / name.replace(":", "-"),
-                                seeds=final_seeds(any_setup.cfg))
+                                seeds=final_seeds(setup.cfg))
+        if key not in costs:
+            costs[key] = _row_cost(setup, widths, metric)
         runs = done[key]
-        attrs = any_setup.cost_attrs(widths)
         tests = [x["test_acc"] for x in runs]
-        rows.append({"name": name, "widths": widths, "flops": attrs["flops"],
-                     "params": attrs["params"], "flops_ratio": attrs["flops_ratio"],
+        rows.append({"name": name, "widths": widths, **costs[key],
                      "seeds": [x["seed"] for x in runs], "test_acc": tests,
                      "val_acc": [x["val_acc"] for x in runs],
                      "runs": [{k: x.get(k) for k in ("seed", "val_acc", "test_acc", "status",
                                                      "epochs", "reason")} for x in runs]})
+    uniform = next((r for r in rows if r["name"] == "uniform"), None)
+    for r in rows:  # capacity at the same budget: FLOPs and params over uniform's
+        r["flops_vs_uniform"] = None if uniform is None else r["flops"] / uniform["flops"]
+        r["params_vs_uniform"] = None if uniform is None else r["params"] / uniform["params"]
     comparisons = []
     for a in [r for r in rows if r["name"].startswith("arm:")]:
         for b in rows:
@@ -188,11 +217,29 @@ def _final_for_budget(budget: float, bdir: Path, results: dict[str, Any],
             diff = paired_difference(_per_seed(a), _per_seed(b))
             comparisons.append({"a": a["name"], "b": b["name"], "metric": "test_acc",
                                 **diff.to_dict(), "same_widths": a["widths"] == b["widths"]})
-    arms = {arm: {"run_dir": str(bdir / arm), "best_trial": r["best"].number
+    arms = {arm: {"run_dir": str(bdir / arm), "metric": r["setup"].cspace.metric,
+                  "best_trial": r["best"].number
                   if r["best"] is not None else None, "best_rule": r["rule"],
                   "best_search_val_acc": r["best"].val_acc if r["best"] is not None else None,
                   "compute": _compute(r["records"])} for arm, r in results.items()}
-    return {"budget": budget, "arms": arms, "rows": rows, "comparisons": comparisons}
+    return {"budget": budget, "metric": metric, "arms": arms, "rows": rows,
+            "comparisons": comparisons}
+
+
+def _row_cost(setup, widths: dict[str, int], metric: str) -> dict[str, Any]:
+    """FLOPs, params and their ratios to the base network; under a latency budget the row's
+    latency ratio measured now (interleaved with the base network), its interval and whether
+    it meets the budget."""
+    r = setup.space.latency.measure_ratio(widths, fresh=True)[0] if metric == "latency" \
+        else None
+    attrs = setup.cost_attrs(widths, r)
+    out = {k: attrs[k] for k in ("flops", "params", "flops_ratio")}
+    out["params_ratio"] = attrs["params"] / setup.base_params
+    if r is not None:
+        out.update({"latency_ratio": round(r.value, 5), "latency_ratio_low": round(r.low, 5),
+                    "latency_ratio_high": round(r.high, 5), "latency_ms": attrs["latency_ms"],
+                    "latency_busy": r.busy, "within_budget": setup.cspace.within_measured(r)})
+    return out
 
 
 def _per_seed(row: dict[str, Any]) -> dict[int, float | None]:
@@ -208,7 +255,9 @@ def markdown(out: dict[str, Any]) -> str:
              f"Command: `{out.get('command', '')}`", "",
              f"Evaluation seeds: {out.get('seed_rule', '')}.", ""]
     for res in out["results"]:
-        lines += [f"## Budget {res['budget']:g} of the base FLOPs", "",
+        metric = res.get("metric", "flops")
+        lines += [f"## Budget {res['budget']:g} of the base {METRIC_WORDS.get(metric, metric)}",
+                  "",
                   "| arm | trials (complete) | trainings | epochs trained | wall (s) | "
                   "best trial | its search val |", "|---|---|---|---|---|---|---|"]
         for arm, a in res["arms"].items():
@@ -217,10 +266,7 @@ def markdown(out: dict[str, Any]) -> str:
             lines.append(f"| {arm} | {c['trials']} ({c['complete']}) | {c['trainings']} | "
                          f"{c['epochs_trained']} | {c['wall_s']} | {a['best_trial']} | "
                          f"{'-' if sv is None else f'{100 * sv:.2f}'} |")
-        lines += ["", "| row | test accuracy (%) | FLOPs ratio |", "|---|---|---|"]
-        for r in res["rows"]:
-            lines.append(f"| {r['name']} | {fmt_mean_std(r['test_acc'])} | "
-                         f"{r['flops_ratio']:.3f} |")
+        lines += [""] + _rows_table(res["rows"], metric, res["budget"])
         lines += ["", "Paired differences of test accuracy (percentage points, 95% "
                   "t-interval over the evaluation seeds):", "",
                   "| a - b | mean | 95% interval | n | verdict |", "|---|---|---|---|---|"]
@@ -231,6 +277,37 @@ def markdown(out: dict[str, Any]) -> str:
                          f"[{_pts(lo)}, {_pts(hi)}] | {c['n']} | {c['verdict']} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _rows_table(rows: list[dict[str, Any]], metric: str, budget: float) -> list[str]:
+    """The final rows: accuracy beside each row's cost ratios; under a latency budget its
+    measured latency ratio with the interval of the two halves of its rounds, whether it meets
+    the budget, and the capacity it carries over uniform (FLOPs, params)."""
+    if metric != "latency":
+        out = ["| row | test accuracy (%) | FLOPs ratio | params ratio | FLOPs vs uniform |",
+               "|---|---|---|---|---|"]
+        for r in rows:
+            out.append(f"| {r['name']} | {fmt_mean_std(r['test_acc'])} | "
+                       f"{r['flops_ratio']:.3f} | {r.get('params_ratio', 0):.3f} | "
+                       f"{_ratio(r.get('flops_vs_uniform'))} |")
+        return out
+    out = [f"| row | test accuracy (%) | latency ratio [halves] | meets {budget:g} | "
+           "latency (ms) | FLOPs ratio | params ratio | FLOPs vs uniform | params vs uniform |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        meets = "yes" if r.get("within_budget") else "no"
+        if r.get("latency_busy"):
+            meets += " (busy machine)"
+        out.append(f"| {r['name']} | {fmt_mean_std(r['test_acc'])} | "
+                   f"{r['latency_ratio']:.3f} [{r['latency_ratio_low']:.3f}, "
+                   f"{r['latency_ratio_high']:.3f}] | {meets} | {r['latency_ms']:.3f} | "
+                   f"{r['flops_ratio']:.3f} | {r['params_ratio']:.3f} | "
+                   f"{_ratio(r.get('flops_vs_uniform'))} | {_ratio(r.get('params_vs_uniform'))} |")
+    return out
 
 
 def _plot(out: dict[str, Any], path: Path) -> Path | None:
@@ -256,7 +333,8 @@ def _plot(out: dict[str, Any], path: Path) -> Path | None:
             pad = max(0.5, (max(accs) - min(accs)) * 0.3)
             ax.set_ylim(min(accs) - pad, max(accs) + pad)
         ax.set_ylabel("test accuracy (%), axis not from 0")
-        ax.set_title(f"budget {res['budget']:g} of base FLOPs (dots: seeds)")
+        metric = METRIC_WORDS.get(res.get("metric", "flops"), "FLOPs")
+        ax.set_title(f"budget {res['budget']:g} of base {metric} (dots: seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
