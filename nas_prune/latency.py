@@ -72,6 +72,12 @@ BUSY_SPREAD = 0.15
 log = logging.getLogger(__name__)
 
 
+def timer_floor_ns() -> int:
+    """The shortest base-network latency a budget can rest on: 100 ticks of the timer the
+    measurements use, and at least one microsecond."""
+    return max(1000, int(100 * time.get_clock_info("perf_counter").resolution * 1e9))
+
+
 def format_ns(ns: float) -> str:
     """A latency for a message: milliseconds, or microseconds below one millisecond."""
     return f"{ns / 1e6:.3f} ms" if ns >= 1e6 else f"{ns / 1e3:.1f} µs"
@@ -510,6 +516,12 @@ class LatencyPredictor:
         nets = [self.family.build(self._scaled(k)) for k in self.CALIBRATION]
         times = measure_many(nets, self.family.input_shape, self.cfg)
         base = Measurement.of(times[0])
+        floor = timer_floor_ns()
+        if base.median_ns < floor:
+            raise UserError(f"latency budget: the base network measured {format_ns(base.median_ns)}"
+                            f" per call on {self.cfg.backend}, below what this machine's timer "
+                            f"can resolve ({format_ns(floor)}); its networks cannot be told "
+                            f"apart by latency: use a flops or params budget")
         # each network as its ratio to the base network (measured interleaved: what the machine
         # did meanwhile falls on both alike) times the base network's median
         ratios = [ratio_of(t, times[0], self.cfg.busy_spread) for t in times]

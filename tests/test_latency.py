@@ -360,3 +360,19 @@ def test_the_calibration_read_back_reproduces_a_proposal_in_a_second_process(tmp
     assert first["calibration"] == "measured" and second["calibration"] == "table"
     assert second["source"] == "table" and second["measured"] == first["measured"]
     assert second["predicted_ms"] == first["predicted_ms"]
+
+
+def test_a_base_network_below_the_timers_resolution_is_one_line(tmp_path, monkeypatch):
+    """Networks that run faster than the timer resolves cannot carry a latency budget: the
+    error names the measured time and the floor, and no calibration is kept."""
+    import nas_prune.latency as lat
+
+    space = SearchSpace.from_dict(TINY_VGG, name="tiny")
+    monkeypatch.setattr(lat, "measure_many",
+                        lambda nets, shape, c, **kw: [[300 + i % 3 for i in range(30)]
+                                                      for _ in nets])
+    pred = LatencyPredictor(space.family, cfg(tmp_path), divisor=space.divisor)
+    with pytest.raises(UserError, match=r"latency budget: the base network measured 0\.3 µs "
+                                        r"per call on torch, below .* \(1\.0 µs\)"):
+        pred.calibration()
+    assert pred.fingerprint not in pred.calibrations
