@@ -191,8 +191,7 @@ def test_the_reference_covers_every_key_and_option():
                 assert flag in pages["reference/cli.md"], f"{name} {flag}"
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300)  # not slow: CI builds the site on every run
 def test_the_site_builds_with_warnings_as_errors(tmp_path):
     if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None:
         pytest.skip("mkdocs and mkdocs-material are not installed (pip install -e '.[docs]')")
