@@ -35,7 +35,7 @@ from .data import DataConfig
 from .errors import UserError
 from .latency import BACKENDS as LATENCY_BACKENDS
 from .latency import LatencyConfig
-from .oneshot import OneShotConfig
+from .oneshot import MAX_POPULATION, OneShotConfig
 from .seeds import SEED_METHODS, get_method, parse_methods
 from .train import BUDGETS, SCHEDULES, TrainConfig
 
@@ -443,6 +443,9 @@ RULES: dict[str, Any] = {
     "search.screening.recal_batches": Range(1, 10_000),
     "search.screening.recal_batch_size": Range(1, 1 << 20),
     "search.screening.val_images": Range(1, 1 << 30),
+    "search.screening.population": Range(0, MAX_POPULATION),
+    "search.screening.promote": Range(1, 10_000),
+    "search.screening.random_checks": Range(0, 10_000),
     "search.ray.address": NonEmpty("'auto' or ray://HOST:PORT (or null)"),
     "search.rungs": Rungs(),
     "search.reduction_factor": Range(2, 100),

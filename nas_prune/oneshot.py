@@ -57,6 +57,7 @@ __all__ = ["CHECKPOINT_FORMAT", "BaseNetCandidates", "OneShotConfig", "Screening
 CHECKPOINT_FORMAT = 1
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CACHE = 64  # candidate structures kept per shared network
+MAX_POPULATION = 1_000_000  # screened candidates of one search
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,22 @@ class OneShotConfig:
     epochs: int = 3  # epochs of sandwich-rule training of the weight-sharing network
     random_widths: int = 2  # random width vectors per step, besides the widest and narrowest
     distill: bool = True  # in-place distillation from the widest network's soft labels
-    recal_batches: int = 4  # fixed training batches that recalibrate BatchNorm per candidate
-    recal_batch_size: int = 256  # images per recalibration batch
-    val_images: int = 1000  # the fixed validation subset a candidate is scored on
+    # the defaults screen 1,000 vgg_small_fmnist candidates faster than 3 trainings on one CPU
+    # core (benchmarks/results/oneshot_speed.json); 4 x 256 and 1,000 images did not
+    recal_batches: int = 2  # fixed training batches that recalibrate BatchNorm per candidate
+    recal_batch_size: int = 128  # images per recalibration batch
+    val_images: int = 256  # the fixed validation subset a candidate is scored on
+    # a search screens this many candidates before its trials (0: no screening); a screened
+    # candidate is kept as its widths and score only (~1 KB), hence the cap of MAX_POPULATION
+    population: int = 0
+    promote: int = 8  # the best this many by screening score become trials
+    random_checks: int = 2  # and this many other screened candidates, drawn at random
 
     def __post_init__(self) -> None:
         for key, lo, hi in (("epochs", 1, 100_000), ("random_widths", 0, 64),
                             ("recal_batches", 1, 10_000), ("recal_batch_size", 1, 1 << 20),
-                            ("val_images", 1, 1 << 30)):
+                            ("val_images", 1, 1 << 30), ("population", 0, MAX_POPULATION),
+                            ("promote", 1, 10_000), ("random_checks", 0, 10_000)):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise UserError(f"search.screening.{key}: {v!r} is out of range; must be in "
@@ -98,8 +107,9 @@ class SharedNet:
         self.space = space
         self.family = space.family
         self.max_widths = space.max_widths()
-        torch.manual_seed(seed)
-        self.model = self.family.build(self.max_widths)
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
+            torch.manual_seed(seed)
+            self.model = self.family.build(self.max_widths)
         self._structures: OrderedDict[tuple[int, ...], nn.Module] = OrderedDict()
         self.structure(space.min_widths())  # a family that cannot slice fails here, at once
 

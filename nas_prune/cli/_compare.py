@@ -20,10 +20,12 @@ from ._search import (
 
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--seed-method", help="seed method(s) of the 'seeds' and 'random' arms")
+    p.add_argument("--seed-method", help="seed method(s) of the 'seeds', 'random' and "
+                   "'oneshot' arms")
     p.add_argument("--budget", help="one budget or a list, e.g. 0.5,0.25,0.1")
     p.add_argument("--arms", default="seeds,uniform,random",
-                   help="which arms to run (default seeds,uniform,random)")
+                   help="which arms to run: seeds, uniform, random, oneshot (seeds with one-shot "
+                   "screening, see search.screening) (default seeds,uniform,random)")
     p.add_argument("--run-dir", help="where the arms and compare.json/.md/.png go "
                    "(default: the config's run_dir + '-compare')")
     p.add_argument("--resume", action="store_true", help="continue an interrupted comparison")
