@@ -76,6 +76,7 @@ def test_a_checkpoint_of_another_space_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "space 'tiny_resnet'" in err[0] and "not of space 'tiny_search'" in err[0]
+    assert sorted(p.name for p in run.iterdir()) == ["oneshot"]  # nothing written
 
 
 @pytest.mark.parametrize("extra, fragment", [

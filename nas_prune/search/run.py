@@ -61,7 +61,7 @@ from .evaluate import SearchSetup
 from .fidelity import Rung, check_rungs, fidelity_summary
 from .finalize import best_from_final, choose_best, finalize, write_best, write_pareto, write_top
 from .samplers import effective_early_stopping, effective_sampler
-from .screening import ONESHOT_DIR, correlation, run_screening
+from .screening import ONESHOT_DIR, check_shared_checkpoint, correlation, run_screening
 from .space import OBJECTIVES, UNIFORM, CandidateSpace
 
 # Config keys a resumed search may change: they do not change which candidates mean what.
@@ -289,6 +289,8 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
                            f"holds")
             previous = None
         check_inputs(cfg)  # nothing is written for a search that cannot start
+        if cfg.search.screening.population:
+            check_shared_checkpoint(cfg, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_YAML)  # a run directory from the first moment
         setup = prepare_setup(cfg, methods, run_dir, events)

@@ -35,11 +35,12 @@ import torch
 from .._io import write_atomic, write_json
 from ..errors import UserError
 from ..oneshot import SharedNet, load_shared, save_shared, screen, screening_data, train_shared
-from ..scratch import data_for
+from ..scratch import data_for, resolve_space
 from ..train import resolve_device
 from .space import MULT, START, CandidateSpace
 
-__all__ = ["ONESHOT_DIR", "SHARED_PT", "correlation", "draw", "run_screening"]
+__all__ = ["ONESHOT_DIR", "SHARED_PT", "check_shared_checkpoint", "correlation", "draw",
+           "run_screening"]
 
 ONESHOT_DIR = "oneshot"
 SHARED_PT = "shared.pt"
@@ -66,6 +67,14 @@ def draw(cspace: CandidateSpace, n: int, rng: random.Random) -> list[dict[str, A
             seen.add(key)
             out.append({"params": params, "widths": dict(c.widths)})
     return out
+
+
+def check_shared_checkpoint(cfg: Any, run_dir: str | Path) -> None:
+    """Refuse, before anything is written, a run directory whose weight-sharing checkpoint
+    belongs to another space or code version."""
+    path = Path(run_dir) / ONESHOT_DIR / SHARED_PT
+    if path.is_file():
+        load_shared(resolve_space(cfg)[2], path)
 
 
 def _shared(setup: Any, data: Any, run_dir: Path, say) -> tuple[SharedNet, dict[str, Any]]:
