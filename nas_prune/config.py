@@ -35,6 +35,7 @@ from .data import DataConfig
 from .errors import UserError
 from .latency import BACKENDS as LATENCY_BACKENDS
 from .latency import LatencyConfig
+from .oneshot import MAX_POPULATION, OneShotConfig
 from .seeds import SEED_METHODS, get_method, parse_methods
 from .train import BUDGETS, SCHEDULES, TrainConfig
 
@@ -116,6 +117,8 @@ class SearchConfig:
     # train.epochs); early stopping (halving, hyperband, median) acts between rungs
     rungs: tuple[RungConfig, ...] = ()
     reduction_factor: int = 3  # successive halving keeps the top 1/reduction_factor per rung
+    # one-shot screening (nas_prune.oneshot): the weight-sharing network and the screening score
+    screening: OneShotConfig = field(default_factory=OneShotConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -435,6 +438,14 @@ RULES: dict[str, Any] = {
     "search.final_seeds": Range(1, 1000),
     "search.finalists": Range(1, 1000),
     "search.final_epochs": _EPOCHS,
+    "search.screening.epochs": _EPOCHS,
+    "search.screening.random_widths": Range(0, 64),
+    "search.screening.recal_batches": Range(1, 10_000),
+    "search.screening.recal_batch_size": Range(1, 1 << 20),
+    "search.screening.val_images": Range(1, 1 << 30),
+    "search.screening.population": Range(0, MAX_POPULATION),
+    "search.screening.promote": Range(1, 10_000),
+    "search.screening.random_checks": Range(0, 10_000),
     "search.ray.address": NonEmpty("'auto' or ray://HOST:PORT (or null)"),
     "search.rungs": Rungs(),
     "search.reduction_factor": Range(2, 100),

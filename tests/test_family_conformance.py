@@ -1,6 +1,7 @@
 """Every registered family and every shipped search space through the family conformance suite
 (:mod:`nas_prune.testing.family_suite`): train step, cost model, YAML, ONNX and surgery at random
-widths inside the space's bounds. A new family or space is covered with no edit here."""
+widths inside the space's bounds, and the one-shot weight-sharing network against the candidate
+it slices. A new family or space is covered with no edit here."""
 
 from __future__ import annotations
 
@@ -70,3 +71,9 @@ def test_onnx_equals_pytorch(spaces, name, seed, tmp_path):
 def test_surgery_is_exact(spaces, name, seed):
     s = _space(spaces, name)
     suite.check_surgery(s, suite.random_widths(s, seed), seed)
+
+
+@pytest.mark.parametrize("name, seed", list(_cases((0,))))
+def test_shared_network_equals_the_leading_candidate(spaces, name, seed):
+    s = _space(spaces, name)
+    suite.check_shared(s, suite.random_widths(s, seed, cap=1.5), seed)

@@ -37,7 +37,7 @@ LAYERS: list[list[str]] = [
     ["widths", "rundir"],
     ["budget", "data", "export", "report"],
     ["train", "rethink_summary"],
-    ["seeds"],  # seed methods take explicit arguments, never a Config
+    ["seeds", "oneshot"],  # seed methods (and one-shot screening) take explicit arguments, never a Config
     ["table"],  # train.source: table:PATH (config checks it; scratch and search read it)
     ["config"],
     ["scratch", "testing"],

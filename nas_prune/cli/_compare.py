@@ -21,12 +21,15 @@ from ._search import (
 
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--seed-method", help="seed method(s) of the 'seeds' and 'random' arms")
+    p.add_argument("--seed-method", help="seed method(s) of the 'seeds', 'random' and "
+                   "'oneshot' arms")
     p.add_argument("--budget", help="one budget or a list, e.g. 0.5,0.25,0.1")
     p.add_argument("--metric", choices=METRICS, help="what the budget limits, as for search "
                    "(latency: every final row measured against the base network)")
-    p.add_argument("--arms", help="which arms to run, from seeds, uniform, random, flops "
-                   "(default seeds,uniform,random, and flops under a latency or params budget)")
+    p.add_argument("--arms", help="which arms to run, from seeds, uniform, random, flops (the "
+                   "seeds search under a FLOPs budget), oneshot (seeds with one-shot screening, "
+                   "see search.screening) (default seeds,uniform,random, and flops under a "
+                   "latency or params budget)")
     p.add_argument("--run-dir", help="where the arms and compare.json/.md/.png go "
                    "(default: the config's run_dir + '-compare')")
     p.add_argument("--resume", action="store_true", help="continue an interrupted comparison")

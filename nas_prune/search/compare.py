@@ -9,6 +9,10 @@ training recipe) in several *arms*, each in its own run directory ``RUN/b<budget
 * ``flops`` (under a latency or params budget): the ``seeds`` search under a FLOPs budget of the
   same ratio, to show what a FLOPs search would have shipped; its winner's measured latency
   says how far FLOPs and the device part ways.
+* ``oneshot``: the ``seeds`` search with one-shot screening (:mod:`nas_prune.search.screening`):
+  ``search.screening.population`` candidates (:data:`ONESHOT_POPULATION` when the config has
+  none) screened with a weight-sharing network, the best and a few random ones trained as its
+  trials. Its compute adds the weight-sharing training, in trainings of the base network.
 
 Then one joint final evaluation: every arm's winner, each seed proposal and uniform are retrained
 on the same evaluation seeds (:func:`nas_prune.search.finalize.final_seeds`, disjoint from every
@@ -21,7 +25,7 @@ t-intervals and verdicts of each arm's winner against each seed proposal, unifor
 arms; ``compare.png`` plots the rows with their per-seed dots.
 
 Arms run one after the other in this process; the seed methods' base networks are trained once
-(the ``seeds`` arm's cache is copied to the ``random`` arm). ``resume=True`` continues every arm
+(the ``seeds`` arm's cache is copied to the ``random``, ``flops`` and ``oneshot`` arms). ``resume=True`` continues every arm
 and reuses finished final runs.
 """
 
@@ -38,18 +42,20 @@ from .._io import write_atomic, write_json
 from .._meta import code_version, hardware, now
 from ..config import Config, save_config, to_dict
 from ..errors import UserError
-from ..rundir import BASES, completed
+from ..rundir import BASES, completed, read_json
 from ..seeding import SEED_RULE, final_seeds
 from ..stats import fmt_mean_std, paired_difference
 from ..train import resolve_device
 from .finalize import choose_best, retrain
 from .run import check_inputs, check_search_config
+from .screening import ONESHOT_DIR
 from .space import UNIFORM
 
 __all__ = ["ARMS", "COMPARE_JSON", "run_compare"]
 
-ARMS = ("seeds", "uniform", "random", "flops")
+ARMS = ("seeds", "uniform", "random", "flops", "oneshot")
 DEFAULT_ARMS = ("seeds", "uniform", "random")
+ONESHOT_POPULATION = 1000  # the oneshot arm's population when search.screening has none
 COMPARE_JSON = "compare.json"
 METRIC_WORDS = {"flops": "FLOPs", "params": "params", "latency": "latency"}
 
@@ -96,6 +102,13 @@ def arm_config(cfg: Config, arm: str, budget: float) -> Config:
         search = dataclasses.replace(search, sampler="random")
     elif arm == "flops":
         sm = dataclasses.replace(sm, metric="flops")
+    elif arm == "oneshot":
+        sc = search.screening
+        search = dataclasses.replace(search, screening=dataclasses.replace(
+            sc, population=sc.population or ONESHOT_POPULATION))
+    if arm != "oneshot":  # screening is the oneshot arm's alone
+        search = dataclasses.replace(search, screening=dataclasses.replace(search.screening,
+                                                                           population=0))
     # each arm's own final table is replaced by the joint one
     return dataclasses.replace(cfg, seed_method=sm, search=search)
 
@@ -104,14 +117,25 @@ def _budget_dir(run_dir: Path, budget: float) -> Path:
     return run_dir / f"b{budget:g}"
 
 
-def _compute(records) -> dict[str, Any]:
+def _compute(records, arm_dir: Path | None = None) -> dict[str, Any]:
     """What an arm spent: trials, trainings and epochs actually trained (a record's ``epochs``
-    counts only its own trainings, not measurements reused from a duplicate), wall time."""
-    return {"trials": len(records), "complete": len(completed(records)),
-            "trainings": sum(1 for r in records for m in r.measurements
-                             if m.get("from_trial") is None),
-            "epochs_trained": sum(int(r.epochs or 0) for r in records),
-            "wall_s": round(sum(float(r.wall_time or 0) for r in records), 1)}
+    counts only its own trainings, not measurements reused from a duplicate), wall time; with
+    screening also the weight-sharing training (in trainings of the base network) and the
+    screening time."""
+    out: dict[str, Any] = {
+        "trials": len(records), "complete": len(completed(records)),
+        "trainings": sum(1 for r in records for m in r.measurements
+                         if m.get("from_trial") is None),
+        "epochs_trained": sum(int(r.epochs or 0) for r in records),
+        "wall_s": round(sum(float(r.wall_time or 0) for r in records), 1)}
+    screening = read_json(arm_dir / ONESHOT_DIR / "screening.json") if arm_dir else None
+    if screening:
+        shared = screening.get("shared_training") or {}
+        out["screening"] = {"screened": screening.get("screened"),
+                            "screen_s": screening.get("screen_seconds"),
+                            "shared_base_trainings": shared.get("cost_base_trainings"),
+                            "shared_train_s": shared.get("wall_time")}
+    return out
 
 
 def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
@@ -146,7 +170,7 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
         for arm in arms:
             arm_dir = bdir / arm
             acfg = arm_config(cfg, arm, budget)
-            if arm in ("random", "flops") and (bdir / "seeds" / BASES).is_dir() and \
+            if arm in ("random", "flops", "oneshot") and (bdir / "seeds" / BASES).is_dir() and \
                     not (arm_dir / BASES).is_dir():
                 shutil.copytree(bdir / "seeds" / BASES, arm_dir / BASES)
             say(f"budget {budget:g}, arm {arm}: search in {arm_dir}")
@@ -221,7 +245,8 @@ def _final_for_budget(budget: float, bdir: Path, results: dict[str, Any],
                   "best_trial": r["best"].number
                   if r["best"] is not None else None, "best_rule": r["rule"],
                   "best_search_val_acc": r["best"].val_acc if r["best"] is not None else None,
-                  "compute": _compute(r["records"])} for arm, r in results.items()}
+                  "compute": _compute(r["records"], bdir / arm)}
+            for arm, r in results.items()}
     return {"budget": budget, "metric": metric, "arms": arms, "rows": rows,
             "comparisons": comparisons}
 
@@ -266,6 +291,13 @@ def markdown(out: dict[str, Any]) -> str:
             lines.append(f"| {arm} | {c['trials']} ({c['complete']}) | {c['trainings']} | "
                          f"{c['epochs_trained']} | {c['wall_s']} | {a['best_trial']} | "
                          f"{'-' if sv is None else f'{100 * sv:.2f}'} |")
+        for arm, a in res["arms"].items():
+            sc = a["compute"].get("screening")
+            if sc:
+                lines.append(f"\n{arm}: besides its trials, a weight-sharing training of "
+                             f"{sc['shared_base_trainings'] or 0:.2f} trainings of the base "
+                             f"network ({sc['shared_train_s'] or 0:.0f} s) and "
+                             f"{sc['screened']} candidates screened in {sc['screen_s']} s.")
         lines += [""] + _rows_table(res["rows"], metric, res["budget"])
         lines += ["", "Paired differences of test accuracy (percentage points, 95% "
                   "t-interval over the evaluation seeds):", "",

@@ -58,6 +58,9 @@ class SearchSetup:
     cfg: Config
     cspace: CandidateSpace
     methods: list[str]
+    # one-shot screening's chosen candidates (params, widths, score, pick), enqueued as trials
+    # after the seed and uniform ones (nas_prune.search.screening)
+    screened: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def space(self) -> SearchSpace:
@@ -76,8 +79,11 @@ class SearchSetup:
         return self.space.base_cost(self.cspace.metric)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": SETUP_FORMAT, "config": to_dict(self.cfg),
-                "candidate_space": self.cspace.to_dict(), "methods": list(self.methods)}
+        out = {"format": SETUP_FORMAT, "config": to_dict(self.cfg),
+               "candidate_space": self.cspace.to_dict(), "methods": list(self.methods)}
+        if self.screened:
+            out["screened"] = [dict(c) for c in self.screened]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, device: str | None = None) -> SearchSetup:
@@ -88,7 +94,8 @@ class SearchSetup:
         if device is not None:
             cfg_data["device"] = device
         return cls(cfg=from_dict(Config, cfg_data), methods=list(data["methods"]),
-                   cspace=CandidateSpace.from_dict(data["candidate_space"]))
+                   cspace=CandidateSpace.from_dict(data["candidate_space"]),
+                   screened=[dict(c) for c in data.get("screened") or []])
 
     def spec(self, widths: Mapping[str, int], **provenance: Any) -> ArchSpec:
         """The architecture of a width vector, carrying the base FLOPs Scratch-B needs."""

@@ -54,6 +54,7 @@ from ._backend import Location, SearchBackend, SearchEvents, mask_url
 from .evaluate import SearchSetup, candidate_attrs, train_candidate, worker_name
 from .fidelity import known_results, rung_step
 from .samplers import check_early_stopping, check_sampler, make_early_stopping, make_sampler
+from .space import START
 
 ATTR_SETUP = "nas_prune_setup"
 ATTR_TOTAL = "n_trials"
@@ -293,6 +294,11 @@ def create_study(setup: SearchSetup, storage: optuna.storages.BaseStorage, name:
     study.set_user_attr(ATTR_RUN_DIR, str(Path(run_dir).resolve()))
     for params, role, method in setup.cspace.baseline_points() if enqueue else []:
         study.enqueue_trial(params, user_attrs={"role": role, "seed_method": method})
+    for c in setup.screened if enqueue else []:  # one-shot screening's picks
+        study.enqueue_trial(c["params"], user_attrs={"role": "search",
+                                                     "seed_method": c["params"].get(START),
+                                                     "screen_score": c["score"],
+                                                     "screen_pick": c["pick"]})
     return study
 
 

@@ -61,6 +61,7 @@ from .evaluate import SearchSetup
 from .fidelity import Rung, check_rungs, fidelity_summary
 from .finalize import best_from_final, choose_best, finalize, write_best, write_pareto, write_top
 from .samplers import effective_early_stopping, effective_sampler
+from .screening import ONESHOT_DIR, check_shared_checkpoint, correlation, run_screening
 from .space import OBJECTIVES, UNIFORM, CandidateSpace
 
 # Config keys a resumed search may change: they do not change which candidates mean what.
@@ -101,6 +102,24 @@ def check_search_config(cfg: Config) -> None:
     if s.rungs:
         check_rungs([Rung(r.epochs, r.seeds) for r in s.rungs],
                     reduction_factor=s.reduction_factor)
+    if s.screening.population:
+        if s.backend != "optuna":
+            raise UserError(f"search.screening.population: one-shot screening runs with the "
+                            f"optuna backend, not {s.backend!r}; set search.backend: optuna or "
+                            f"search.screening.population: 0")
+        if s.objective != "single":
+            raise UserError("search.screening.population: one-shot screening needs "
+                            "search.objective: single")
+        if cfg.train.source != "data":
+            raise UserError("search.screening.population: one-shot screening trains a network "
+                            "on the data; it cannot run with train.source: table")
+        sc = s.screening
+        n_base = len({m for m in parse_methods(cfg.seed_method.name) if m != UNIFORM}) + 1
+        if s.n_trials < n_base + sc.promote + sc.random_checks:
+            raise UserError(f"search.n_trials: {s.n_trials} is fewer than the {n_base} "
+                            f"seed/uniform trials plus the {sc.promote} promoted and "
+                            f"{sc.random_checks} random screened candidates; raise it or lower "
+                            f"search.screening.promote")
     backend.check(cfg)
 
 
@@ -109,6 +128,7 @@ def _check_trial_count(cfg: Config, methods: list[str]) -> None:
     if cfg.search.n_trials < n_base:
         raise UserError(f"search.n_trials: {cfg.search.n_trials} is fewer than the {n_base} "
                         f"seed/uniform trials that go first; raise it")
+
 
 
 def _proposal_spec(space: SearchSpace, run: ProposalRun, base_flops: int):
@@ -269,9 +289,14 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
                            f"holds")
             previous = None
         check_inputs(cfg)  # nothing is written for a search that cannot start
+        if cfg.search.screening.population:
+            check_shared_checkpoint(cfg, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_YAML)  # a run directory from the first moment
         setup = prepare_setup(cfg, methods, run_dir, events)
+        if cfg.search.screening.population:
+            chosen, _ = run_screening(setup, run_dir, say=events.message)
+            setup = replace(setup, screened=chosen)
     _start(setup, run_dir, command=command, location=where, previous=previous)
     records = backend.run(setup, run_dir, resume=stored is not None, events=events)
     write_records(run_dir, records)
@@ -292,9 +317,21 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
     info.update({"finished": now(), "state_counts": state_counts(records), "data": data,
                  "fidelity": fidelity_summary(setup.rungs(), setup.cfg.search.reduction_factor,
                                               records)})
+    if setup.screened:
+        corr = correlation(setup.screened, records)
+        info["screening"] = {**(read_json(run_dir / ONESHOT_DIR / "screening.json") or {}),
+                             "correlation": corr}
+        events.message(f"screening vs top-rung validation accuracy: Spearman "
+                       f"{_fmt(corr['spearman'])}, Kendall {_fmt(corr['kendall'])} "
+                       f"(n = {corr['n']}: {corr['by_pick']['top']['n']} promoted, "
+                       f"{corr['by_pick']['random']['n']} random)")
     write_json(run_dir / SEARCH_JSON, info)
     best, _ = best_from_final(setup, records, table) or choose_best(setup, records)
     return SearchResult(run_dir, setup, records, best, table, paths)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.2f}"
 
 
 def _start(setup: SearchSetup, run_dir: Path, *, command: str, location: Location,

@@ -13,7 +13,9 @@ a space puts it under the suite with no test edits. At random widths inside the 
 * :func:`check_onnx`: the exported ONNX graph computes what the PyTorch model does
   (onnxruntime);
 * :func:`check_surgery`: weight surgery on a full-width network with its removed channels
-  silenced computes the same function.
+  silenced computes the same function;
+* :func:`check_shared`: the weight-sharing network of one-shot screening at a width vector
+  computes exactly what the candidate built from its leading channels (weights copied) does.
 
 A space whose input comes from the data (``input: from_data``) is checked at
 :data:`DATA_SHAPE` (Fashion-MNIST's). Nothing here imports pytest.
@@ -29,7 +31,8 @@ from torch import nn
 
 from ..families import InputShape
 from ..flops import _traced
-from ..surgery import cut_down, model_widths, shortcut_mismatches
+from ..oneshot import SharedNet
+from ..surgery import channel_orders, cut_down, model_widths, shortcut_mismatches
 from ..widths import (
     ArchSpec,
     SearchSpace,
@@ -165,5 +168,55 @@ def check_surgery(space: SearchSpace, widths: dict[str, int], seed: int = 0) -> 
     assert err <= 1e-4 * max(1.0, a.abs().max().item()), f"surgery changes the output by {err}"
 
 
-__all__ = ["DATA_SHAPE", "check_cost", "check_onnx", "check_surgery", "check_trains",
-           "check_yaml", "load_space", "random_state", "random_widths"]
+def leading_copy(full: nn.Module, space: SearchSpace, widths: dict[str, int]) -> nn.Module:
+    """The candidate at ``widths`` (built by the family) holding the leading slices of every
+    tensor of ``full``; written apart from :mod:`nas_prune.oneshot`, which it checks."""
+    cand = space.family.build(widths)
+    big = full.state_dict()
+    state = {}
+    for key, t in cand.state_dict().items():
+        src = big[key]
+        state[key] = src[tuple(slice(0, n) for n in t.shape)].clone() if t.dim() else src.clone()
+    cand.load_state_dict(state)
+    return cand
+
+
+def check_shared(space: SearchSpace, widths: dict[str, int], seed: int = 0) -> None:
+    """The shared network at ``widths`` equals the candidate holding its leading channels, in
+    eval mode (running statistics) and in train mode (batch statistics), and also the surgery's
+    cut (:func:`~nas_prune.surgery.cut_down` keeping the leading channels) wherever that keeps
+    them in order (everything but option-A shortcuts)."""
+    gen = torch.Generator().manual_seed(seed)
+    shared = SharedNet(space, seed=seed)
+    random_state(shared.model, gen)
+    x = _image(space, 3, gen)
+    cand, ext = leading_copy(shared.model, space, widths), shared.extract(widths)
+    for train in (False, True):
+        for m in (shared.model, cand, ext):
+            m.train(train)
+        outs = []
+        with torch.no_grad():
+            for run in (lambda: shared.forward(widths, x), cand, ext):
+                torch.manual_seed(seed)  # the same dropout masks in train mode
+                outs.append(run(x) if isinstance(run, nn.Module) else run())
+        a, b, c = outs
+        scale = max(1.0, b.abs().max().item())
+        assert b.abs().max() > 1e-3, "the candidate's output is zero"
+        assert (a - b).abs().max().item() <= 1e-5 * scale, \
+            f"shared network differs from the candidate by {(a - b).abs().max().item()}"
+        assert (c - b).abs().max().item() <= 1e-5 * scale, "extract() differs from the candidate"
+    keep = {g: torch.arange(w) for g, w in widths.items()}
+    if not shortcut_mismatches(space.family, keep, shared.max_widths) and all(
+            torch.equal(torch.tensor(o), keep[g]) for g, o in
+            channel_orders(space.family, keep, shared.max_widths).items()):
+        shared.model.eval()
+        cut = cut_down(shared.model, space.family, keep).eval()
+        with torch.no_grad():
+            a, b = shared.forward(widths, x), cut(x)
+        assert (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item()), \
+            "shared network differs from the surgery's cut"
+
+
+__all__ = ["DATA_SHAPE", "check_cost", "check_onnx", "check_shared", "check_surgery",
+           "check_trains", "check_yaml", "leading_copy", "load_space", "random_state",
+           "random_widths"]
