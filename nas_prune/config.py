@@ -291,6 +291,17 @@ class TrainSource:
 
 
 @dataclass(frozen=True)
+class TrainFunction:
+    """``train.function``: null or ``package.module:function`` (imported and its signature
+    checked when a search starts: :func:`nas_prune.trainfn.check_function`)."""
+
+    def check(self, value: Any, key: str) -> None:
+        from .trainfn import check_path
+
+        check_path(value, key)
+
+
+@dataclass(frozen=True)
 class SeedMethods:
     """``seed_method.name``: a method, a comma-separated list, or ``all``."""
 
@@ -405,6 +416,7 @@ RULES: dict[str, Any] = {
     "train.max_budget_scale": Range(1, 100),
     "train.eval_batch_size": _POSITIVE,
     "train.source": TrainSource(),
+    "train.function": TrainFunction(),
     "seed_method.name": SeedMethods(),
     "seed_method.budget": Range(0, 1, lo_open=True),
     "seed_method.metric": OneOf(METRICS),
@@ -490,6 +502,9 @@ def validate(cfg: Config) -> Config:
     if t.warmup_epochs > t.epochs:
         raise UserError(f"train.warmup_epochs: {t.warmup_epochs:g} is more than train.epochs "
                         f"({t.epochs}); must be in [0, {t.epochs}]")
+    if t.function is not None and t.source != "data":
+        raise UserError(f"train.function: {t.function} and train.source: {t.source} both "
+                        f"replace the trainer; set one of them (train.source: data)")
     if s.grace_period <= s.heartbeat_interval:
         raise UserError(f"search.grace_period: {s.grace_period} s must be longer than "
                         f"search.heartbeat_interval ({s.heartbeat_interval} s), or live workers "

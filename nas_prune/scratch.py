@@ -20,6 +20,7 @@ from .data import DataConfig, Splits, load_data
 from .errors import UserError
 from .table import DATA, lookup_train
 from .train import TrainResult, budget_epochs, resolve_device, train
+from .trainfn import run_function
 from .widths import (
     ArchSpec,
     SearchSpace,
@@ -125,6 +126,9 @@ def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: 
         return _look_up(spec, cfg, epochs=n_epochs, seed=seed, evaluate_test=evaluate_test,
                         on_epoch=on_epoch, out_dir=out_dir)
     device = resolve_device(device or cfg.device)
+    if cfg.train.function is not None:
+        return _user_train(spec, cfg, epochs=n_epochs, seed=seed, device=device,
+                           evaluate_test=evaluate_test, on_epoch=on_epoch, out_dir=out_dir)
     data = data_for(cfg.data, device, spec)
     torch.manual_seed(seed)
     model = spec.build()
@@ -136,6 +140,28 @@ def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: 
     out = spec.with_metrics(**metrics)
     out.provenance.setdefault("train_config", to_dict(cfg.train))
     out.provenance.setdefault("data", data.provenance())
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_state_dict(model, out_dir / "model.pt")
+        out.save(out_dir / "model.yaml")
+        save_config(cfg, out_dir / "config.yaml")
+    return result, out
+
+
+def _user_train(spec: ArchSpec, cfg: Config, *, epochs: int, seed: int, device: torch.device,
+                evaluate_test: bool, on_epoch, out_dir: str | Path | None
+                ) -> tuple[TrainResult, ArchSpec]:
+    """:func:`train_spec` with ``train.function``: the user's function trains the model
+    (:func:`nas_prune.trainfn.run_function`); its data are its own, so nas-prune loads none."""
+    torch.manual_seed(seed)
+    model = spec.build().to(device)
+    result = run_function(cfg.train.function, model, epochs=epochs, seed=seed, device=device,
+                          on_epoch=on_epoch, evaluate_test=evaluate_test)
+    out = spec.with_metrics(**result.metrics(), seed=seed, device=str(device),
+                            budget_rule=cfg.train.budget)
+    out.provenance.setdefault("train_config", to_dict(cfg.train))
+    out.provenance.setdefault("train_function", cfg.train.function)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

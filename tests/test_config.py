@@ -66,6 +66,7 @@ def bad_values(key: str, tp) -> list:
     return {"train.milestones": [(0.75, 0.5), (0.0, 0.5), (0.5, 1.5), (math.nan,)],
             "data.name": ["nope", "", "torchvision:", "torchvision:not a class", "IMAGEFOLDERx"],
             "train.source": ["", "table", "table:", "table:  ", "tabel:x.json", "DATA"],
+            "train.function": ["", "fit", ":fit", "mypkg.train:", "my pkg:fit"],
             "seed_method.name": ["nope", "", " , ", "slimming,nope"],
             "seed_method.options": [{"nope": {}}, {"l1norm": {"no_such_option": 1}}],
             "search.rungs": [[{"epochs": 0}], [{"epochs": 1, "seeds": 0}],
@@ -91,6 +92,8 @@ def good_values(key: str, tp) -> list:
         return [*DATASETS, "torchvision:MNIST", "torchvision:SVHN"]
     if key == "train.source":  # the table is read where it is used, against the space
         return ["data", "table:results.json", "table:/no/such/file.json"]
+    if key == "train.function":  # imported where a search starts (nas_prune.trainfn)
+        return ["mypkg.train:fit", "no_such_pkg:Trainer.fit"]
     return []
 
 

@@ -38,7 +38,9 @@ LAYERS: list[list[str]] = [
     ["budget", "data", "export", "report"],
     ["train", "rethink_summary"],
     ["seeds"],  # seed methods take explicit arguments, never a Config
-    ["table"],  # train.source: table:PATH (config checks it; scratch and search read it)
+    # train.source: table:PATH and train.function: mypkg.train:fit (config checks their
+    # format; scratch and search use them)
+    ["table", "trainfn"],
     ["config"],
     ["scratch", "testing"],
     ["search"],
@@ -51,6 +53,7 @@ LAYERS: list[list[str]] = [
 DYNAMIC = {
     "nas_prune.cli": "the subcommand modules of nas_prune.cli itself (COMMANDS)",
     "nas_prune.families.graph": "a user's model factory (``model: mypkg.models:make_net``)",
+    "nas_prune.trainfn": "a user's training function (``train.function: mypkg.train:fit``)",
 }
 
 

@@ -323,9 +323,10 @@ def _per_seed(row: dict[str, Any], metric: str) -> dict[int, float | None]:
 def noise_floor(setup: SearchSetup, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The binomial std of one accuracy on the validation and test splits, at the rows' mean
     accuracy: differences below it (plus the seed spread) are noise. On a results table
-    (``train.source: table:...``) the split sizes are not known: only the seed spread."""
+    (``train.source: table:...``) or with the user's trainer (``train.function``, its own
+    data) the split sizes are not known: only the seed spread."""
     seed_std = mean_std([r.get("test_std") for r in rows])[0]
-    if table_path(setup.cfg.train.source) is not None:
+    if table_path(setup.cfg.train.source) is not None or setup.cfg.train.function is not None:
         return {"val_images": None, "test_images": None, "binomial_std_val": None,
                 "binomial_std_test": None, "seed_std_test": seed_std}
     data = scratch.data_for(setup.cfg.data, resolve_device(setup.cfg.device),
