@@ -45,6 +45,7 @@ LAYERS: list[list[str]] = [
     ["scratch", "testing"],
     ["search"],
     ["rethink"],
+    ["api"],  # nas_prune.search / propose / compare from Python; the CLI calls them
     ["cli"],
     ["__init__"],
 ]
@@ -53,6 +54,8 @@ LAYERS: list[list[str]] = [
 DYNAMIC = {
     "nas_prune.cli": "the subcommand modules of nas_prune.cli itself (COMMANDS)",
     "nas_prune.families.graph": "a user's model factory (``model: mypkg.models:make_net``)",
+    "nas_prune.search": "the package is callable as nas_prune.search(...), which is "
+                        "nas_prune.api.search, a layer above, imported at call time",
     "nas_prune.trainfn": "a user's training function (``train.function: mypkg.train:fit``)",
 }
 

@@ -102,6 +102,7 @@ def no_builtin_trainer(monkeypatch):
     monkeypatch.setattr(scratch, "train", refuse)
 
 
+@pytest.mark.slow
 def test_the_users_loop_drives_trials_rungs_finalists_and_the_final_table(
         tmp_path, no_builtin_trainer):
     CALLS.clear()

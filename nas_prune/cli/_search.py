@@ -7,7 +7,6 @@ Every line a human sees is printed here; the library reports through
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 import time
@@ -146,14 +145,6 @@ def fidelity_lines(info: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def _report(run_dir: Path) -> Path | None:
-    try:
-        from ..report import write_report
-    except ImportError:
-        return None
-    return write_report(run_dir)
-
-
 # ---- search --------------------------------------------------------------------------------
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
@@ -261,21 +252,8 @@ def parse_rungs(text: str | None) -> list[dict[str, int]] | None:
     return out
 
 
-def next_free_run_dir(run_dir: Path) -> Path:
-    """``run_dir`` if it holds no search yet, else the first free ``run_dir-2``, ``-3``..."""
-    def used(d: Path) -> bool:
-        return d.is_dir() and any(d.iterdir())
-
-    if not used(run_dir):
-        return run_dir
-    n = 2
-    while used(run_dir.with_name(f"{run_dir.name}-{n}")):
-        n += 1
-    return run_dir.with_name(f"{run_dir.name}-{n}")
-
-
 def run_search(args: argparse.Namespace) -> int:
-    from ..search import run_search as search
+    from ..api import search
 
     extra = search_overrides(args)
     if args.resume and not args.config:
@@ -286,18 +264,9 @@ def run_search(args: argparse.Namespace) -> int:
     cfg = apply_time_budget(resolve_config(args, **extra), split_budget(args.budget)[1])
     quiet_optuna()
     out = Printer()
-    if not args.resume and args.run_dir is None and cfg.search.storage is None:
-        fresh = next_free_run_dir(Path(cfg.run_dir))
-        if fresh != Path(cfg.run_dir):
-            out.message(f"{cfg.run_dir} holds an earlier search (continue it with --resume); "
-                        f"this one goes to {fresh}")
-            cfg = dataclasses.replace(cfg, run_dir=str(fresh))
     t0 = time.perf_counter()
-    command = command_line("search", args)
-    out.message(f"search: space {cfg.space}, seed method(s) {cfg.seed_method.name}, budget "
-                f"{cfg.seed_method.budget} of the base {cfg.seed_method.metric}, backend "
-                f"{cfg.search.backend}, {cfg.search.n_trials} trials, run dir {cfg.run_dir}")
-    result = search(cfg, run_dir=cfg.run_dir, resume=args.resume, command=command, events=out)
+    result = search(cfg, run_dir=args.run_dir, resume=args.resume,
+                    command=command_line("search", args), events=out)
     wall = time.perf_counter() - t0
     counts = {k: v for k, v in state_counts(result.records).items() if v}
     out.message("")
@@ -317,14 +286,8 @@ def run_search(args: argparse.Namespace) -> int:
         out.message(line)
     if result.best is None:
         out.message("no trial completed: best.yaml was not written")
-    report = None
-    try:
-        report = _report(result.run_dir)
-    except Exception as exc:  # the search's results are already on disk
-        out.message(f"report: failed ({type(exc).__name__}: {exc}); run 'nas-prune report "
-                    f"{result.run_dir}' again later")
     out.message("written:")
-    for path in [*result.paths, *([report] if report else [])]:
+    for path in [*result.paths, *([result.report] if result.report else [])]:
         if path is not None and Path(path).exists():
             out.message(f"  {path}")
     return 0

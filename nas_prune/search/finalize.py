@@ -183,6 +183,8 @@ def _reuse(folder: Path, setup: SearchSetup, widths: dict[str, int], *, seed: in
         return None
     m = spec.metrics
     cur = to_dict(setup.cfg)
+    if isinstance(old.get("train"), dict):  # written before train.function existed
+        old["train"].setdefault("function", None)
     if (spec.widths != widths or m.get("seed") != seed or m.get("epochs_planned") != epochs
             or m.get("status") != "ok" or m.get("test_acc") is None
             or old.get("data") != cur["data"] or old.get("train") != cur["train"]):
