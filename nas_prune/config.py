@@ -49,6 +49,7 @@ SEARCH_BACKENDS = ("optuna", "ray")
 SEARCH_SAMPLERS = ("tpe", "cmaes", "random", "nsga2")
 SEARCH_EARLY_STOPPING = ("median", "halving", "hyperband", "none")
 SEARCH_OBJECTIVES = ("single", "multi")
+BEST_WEIGHTS = ("scratch", "finetuned")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,14 @@ class SearchConfig:
     # the finalists' winner was not (benchmarks/results/search_regret.md)
     finalists: int = 3
     final_epochs: int | None = None  # base epochs of the final retraining (default train.epochs)
+    # the best model too: also cut the winner's widths (by filter L1 norm) from a base network
+    # trained for seed_method.base_epochs on each evaluation seed and fine-tune them for this
+    # many epochs with learning-rate rewinding (the training recipe's whole schedule): the row
+    # "best (fine-tuned)" of the final table, its compute counting the base network (null: off)
+    finetune_epochs: int | None = None
+    # what best.pt holds: "scratch" (the winner trained from scratch, first evaluation seed) or
+    # "finetuned" (the fine-tuned row's, first seed; needs finetune_epochs)
+    best_weights: str = "scratch"
     # multi-fidelity: rungs of complete schedules, cheap to expensive (empty: one schedule of
     # train.epochs); early stopping (halving, hyperband, median) acts between rungs
     rungs: tuple[RungConfig, ...] = ()
@@ -447,6 +456,8 @@ RULES: dict[str, Any] = {
     "search.final_seeds": Range(1, 1000),
     "search.finalists": Range(1, 1000),
     "search.final_epochs": _EPOCHS,
+    "search.finetune_epochs": _EPOCHS,
+    "search.best_weights": OneOf(BEST_WEIGHTS),
     "search.ray.address": NonEmpty("'auto' or ray://HOST:PORT (or null)"),
     "search.rungs": Rungs(),
     "search.reduction_factor": Range(2, 100),
@@ -509,6 +520,12 @@ def validate(cfg: Config) -> Config:
         raise UserError(f"search.grace_period: {s.grace_period} s must be longer than "
                         f"search.heartbeat_interval ({s.heartbeat_interval} s), or live workers "
                         f"are taken for dead")
+    if s.best_weights == "finetuned" and s.finetune_epochs is None:
+        raise UserError("search.best_weights: 'finetuned' needs search.finetune_epochs (the "
+                        "fine-tuned row's epochs); set it, or keep best_weights: scratch")
+    if s.finetune_epochs is not None and t.source != "data":
+        raise UserError(f"search.finetune_epochs: a results table ({t.source}) has no weights "
+                        f"to cut and fine-tune; set it to null")
     if s.sampler == "cmaes" and s.objective == "multi":
         raise UserError("search.sampler: 'cmaes' cannot optimise two objectives; use nsga2, "
                         "tpe or random with search.objective multi")

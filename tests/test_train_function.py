@@ -8,6 +8,7 @@ The trainers are module-level functions, so the config names them by import path
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -214,3 +215,102 @@ def test_a_python_function_is_registered_and_ray_needs_an_import_path(tmp_path, 
                   extra=[f"train.function={path}"]) == 2
     err = capsys.readouterr().err
     assert "cannot be imported by the ray backend" in err or "needs Ray Tune" in err
+
+
+# ---- the fine-tuned final row ---------------------------------------------------------------
+SNAPSHOTS: list[dict] = []  # every call of snapshot_fit: widths, epochs, weights in and out
+
+
+def snapshot_fit(model, *, epochs, seed, device, report, test=False):
+    """``fit``, keeping the weights each call starts from and ends with."""
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = fit(model, epochs=epochs, seed=seed, device=device, report=report, test=test)
+    SNAPSHOTS.append({"seed": seed, "epochs": epochs, "start": start,
+                      "end": {k: v.detach().clone() for k, v in model.state_dict().items()}})
+    return out
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_row_starts_from_the_cut_base_and_trains_what_it_claims(tmp_path):
+    from nas_prune.search.finalize import FINETUNED
+    from nas_prune.surgery import cut_down, filter_l1_scores, keep_from_scores
+    from nas_prune.widths import SearchSpace
+
+    SNAPSHOTS.clear()
+    run_dir = _run(tmp_path, f"{HERE}:snapshot_fit", "--final-seeds", "2",
+                   extra=("search.finetune_epochs=2", "seed_method.base_epochs=1",
+                          "search.best_weights=finetuned"))
+    final = read_json(run_dir / "final.json")
+    names = [r["name"] for r in final["rows"]]
+    assert names[:2] == ["best", FINETUNED]
+    best, tuned = final["rows"][0], final["rows"][1]
+    assert tuned["widths"] == best["widths"] and tuned["seeds"] == best["seeds"]
+    assert tuned["epochs"] == [2, 2] and tuned["n"] == 2
+    assert [r["base_epochs"] for r in tuned["runs"]] == [1, 1]
+    assert tuned["compute_base_epochs"] == pytest.approx(2 * tuned["flops_ratio"] + 1, abs=1e-3)
+    assert best["compute_base_epochs"] == pytest.approx(best["epochs"][0] * best["flops_ratio"],
+                                                        abs=1e-3)
+    # the last calls are the fine-tuned row's: per seed, the base network, then the cut one
+    space = SearchSpace.from_dict(json.loads((run_dir / "setup.json").read_text())
+                                  ["candidate_space"]["space"]["data"], name="tiny")
+    calls = SNAPSHOTS[-4:]
+    for k, seed in enumerate(tuned["seeds"]):
+        base, ft = calls[2 * k], calls[2 * k + 1]
+        assert (base["seed"], base["epochs"], ft["seed"], ft["epochs"]) == (seed, 1, seed, 2)
+        net = space.family.build(space.base_widths())
+        net.load_state_dict(base["end"])
+        keep = keep_from_scores(filter_l1_scores(net, space.family), tuned["widths"])
+        cut = cut_down(net, space.family, keep).state_dict()
+        assert ft["start"].keys() == cut.keys()
+        assert all(torch.equal(ft["start"][n], cut[n]) for n in cut)
+        test_acc = next(r["test_acc"] for r in tuned["runs"] if r["seed"] == seed)
+        assert test_acc == CALLS[-(4 - 2 * k - 1)]["test_acc"]
+    assert any(c["b"] == FINETUNED and not c["same_widths"] and c["n"] == 2
+               for c in final["comparisons"])
+    assert final["best_weights"]["source"] == FINETUNED
+    shipped = torch.load(run_dir / "best.pt", weights_only=True)
+    assert all(torch.equal(shipped[n], calls[1]["end"][n]) for n in shipped)
+
+
+def test_best_weights_finetuned_needs_finetune_epochs():
+    with pytest.raises(UserError, match="search.best_weights: 'finetuned' needs"):
+        load_config(None, ["search.best_weights=finetuned"])
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_row_with_the_built_in_trainer(tmp_path, monkeypatch):
+    """The built-in trainer trains the cut weights it is given (nothing rebuilt), for the
+    epochs the row records; and with best_weights: scratch, best.pt is the scratch row's."""
+    from nas_prune.search.finalize import FINETUNED
+
+    real, seen = scratch.train, []
+
+    def spy(model, data, cfg, *, epochs=None, **kw):
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        res = real(model, data, cfg, epochs=epochs, **kw)
+        seen.append({"epochs": epochs, "start": start, "epochs_run": res.epochs_run,
+                     "end": {k: v.detach().clone() for k, v in model.state_dict().items()}})
+        return res
+
+    monkeypatch.setattr(scratch, "train", spy)
+    run_dir = tmp_path / "run"
+    assert search(tmp_path, run_dir, "--n-trials", "2", "--seed-method", "uniform",
+                  extra=["search.finalists=1", "search.finetune_epochs=2",
+                         "seed_method.base_epochs=1"]) == 0
+    final = read_json(run_dir / "final.json")
+    tuned = next(r for r in final["rows"] if r["name"] == FINETUNED)
+    assert tuned["status"] == ["ok"] and tuned["epochs"] == [2]
+    base, ft = seen[-2], seen[-1]
+    assert (base["epochs"], base["epochs_run"], ft["epochs"], ft["epochs_run"]) == (1, 1, 2, 2)
+    saved = torch.load(run_dir / tuned["dir"] / f"seed{tuned['seeds'][0]}" / "model.pt",
+                       weights_only=True)
+    assert all(torch.equal(saved[n], ft["end"][n]) for n in saved)
+    # the cut network started from the trained base's weights, not a fresh initialisation
+    w = next(n for n in ft["start"] if n.endswith("weight") and ft["start"][n].dim() == 4)
+    assert any(torch.equal(ft["start"][w][0], base["end"][w][i])
+               for i in range(base["end"][w].shape[0]))
+    best = next(r for r in final["rows"] if r["name"] == "best")
+    shipped = torch.load(run_dir / "best.pt", weights_only=True)
+    scratch_pt = torch.load(run_dir / best["dir"] / f"seed{best['seeds'][0]}" / "model.pt",
+                            weights_only=True)
+    assert all(torch.equal(shipped[n], scratch_pt[n]) for n in shipped)

@@ -17,6 +17,7 @@ from ..config import METRICS
 from ..errors import UserError
 from ..rundir import CONFIG_YAML, SEARCH_JSON, read_json, state_counts
 from ..search.backends import BACKENDS
+from ..search.finalize import FINETUNED
 from ..search.samplers import EARLY_STOPPING, SAMPLERS
 from ..search.space import OBJECTIVES
 from ..seeds import ProposalRun
@@ -91,6 +92,7 @@ def quiet_optuna() -> None:
 def final_table(final: dict[str, Any]) -> str:
     rows = []
     latency = any(r.get("latency_ms") is not None for r in final["rows"])
+    compute = any(r.get("compute_base_epochs") is not None for r in final["rows"])
     for r in final["rows"]:
         if r["test_mean"] is None:
             test = "failed"
@@ -102,10 +104,15 @@ def final_table(final: dict[str, Any]) -> str:
                      human(r["flops"]), f"{r['flops_ratio']:.3f}", human(r["params"]),
                      *([f"{r['latency_ms']:.3f} +- {r['latency_iqr_ms']:.3f}"
                         if r.get("latency_ms") is not None else "-"] if latency else []),
-                     _acc(r["search_val_acc"])])
+                     _acc(r["search_val_acc"]),
+                     *([_compute(r.get("compute_base_epochs"))] if compute else [])])
     return table(rows, ["architecture", "trial", "test acc (mean +- std)", "n", "FLOPs",
                         "ratio", "params", *(["latency ms (IQR)"] if latency else []),
-                        "search val"])
+                        "search val", *(["compute (base epochs)"] if compute else [])])
+
+
+def _compute(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def _pts(v: float | None) -> str:
@@ -279,6 +286,11 @@ def run_search(args: argparse.Namespace) -> int:
                     f"{f['epochs_of']}), scored on the test split; std over seeds (ddof=1); "
                     f"FLOPs are multiply-accumulates")
         out.message(final_table(result.final))
+        if f.get("finetune"):
+            out.message(f"{FINETUNED}: {f['finetune']['rule']}; compute in epochs of the "
+                        f"full-width network, the base network's training included")
+        if f.get("best_weights"):
+            out.message(f"best.pt holds: {f['best_weights']['why']}")
         if f.get("comparisons"):
             out.message(comparison_table(f["comparisons"]))
             out.message("verdicts claim a difference only when the 95% interval excludes 0")

@@ -66,8 +66,8 @@ from .space import OBJECTIVES, UNIFORM, CandidateSpace
 
 # Config keys a resumed search may change: they do not change which candidates mean what.
 RESUMABLE = ("device", "run_dir", "search.n_trials", "search.timeout", "search.final_seeds",
-             "search.finalists", "search.final_epochs", "search.storage", "search.study_name",
-             "search.ray")
+             "search.finalists", "search.final_epochs", "search.finetune_epochs",
+             "search.best_weights", "search.storage", "search.study_name", "search.ray")
 
 
 @dataclass
