@@ -83,3 +83,18 @@ def load_state_dict(path: str | Path, *, what: str = "weights") -> dict[str, Any
     if not isinstance(state, dict):
         raise UserError(f"{what} {path}: holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def check_output(path: str | Path, flag: str, *, folder: bool) -> Path:
+    """Fail before any work when an output path cannot be written as a file (or a folder)."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: exists and is not a folder; choose another path")
+    if not folder and path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; give a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {path}: {parent} is not a folder; choose another path")
+            break
+    return path

@@ -50,6 +50,7 @@ SEARCH_BACKENDS = ("optuna", "ray")
 SEARCH_SAMPLERS = ("tpe", "cmaes", "random", "nsga2")
 SEARCH_EARLY_STOPPING = ("median", "halving", "hyperband", "none")
 SEARCH_OBJECTIVES = ("single", "multi")
+BEST_WEIGHTS = ("scratch", "finetuned")
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,14 @@ class SearchConfig:
     # the finalists' winner was not (benchmarks/results/search_regret.md)
     finalists: int = 3
     final_epochs: int | None = None  # base epochs of the final retraining (default train.epochs)
+    # the best model too: also cut the winner's widths (by filter L1 norm) from a base network
+    # trained for seed_method.base_epochs on each evaluation seed and fine-tune them for this
+    # many epochs with learning-rate rewinding (the training recipe's whole schedule): the row
+    # "best (fine-tuned)" of the final table, its compute counting the base network (null: off)
+    finetune_epochs: int | None = None
+    # what best.pt holds: "scratch" (the winner trained from scratch, first evaluation seed) or
+    # "finetuned" (the fine-tuned row's, first seed; needs finetune_epochs)
+    best_weights: str = "scratch"
     # multi-fidelity: rungs of complete schedules, cheap to expensive (empty: one schedule of
     # train.epochs); early stopping (halving, hyperband, median) acts between rungs
     rungs: tuple[RungConfig, ...] = ()
@@ -294,6 +303,17 @@ class TrainSource:
 
 
 @dataclass(frozen=True)
+class TrainFunction:
+    """``train.function``: null or ``package.module:function`` (imported and its signature
+    checked when a search starts: :func:`nas_prune.trainfn.check_function`)."""
+
+    def check(self, value: Any, key: str) -> None:
+        from .trainfn import check_path
+
+        check_path(value, key)
+
+
+@dataclass(frozen=True)
 class SeedMethods:
     """``seed_method.name``: a method, a comma-separated list, or ``all``."""
 
@@ -408,6 +428,7 @@ RULES: dict[str, Any] = {
     "train.max_budget_scale": Range(1, 100),
     "train.eval_batch_size": _POSITIVE,
     "train.source": TrainSource(),
+    "train.function": TrainFunction(),
     "seed_method.name": SeedMethods(),
     "seed_method.budget": Range(0, 1, lo_open=True),
     "seed_method.metric": OneOf(METRICS),
@@ -438,6 +459,8 @@ RULES: dict[str, Any] = {
     "search.final_seeds": Range(1, 1000),
     "search.finalists": Range(1, 1000),
     "search.final_epochs": _EPOCHS,
+    "search.finetune_epochs": _EPOCHS,
+    "search.best_weights": OneOf(BEST_WEIGHTS),
     "search.screening.epochs": _EPOCHS,
     "search.screening.random_widths": Range(0, 64),
     "search.screening.recal_batches": Range(1, 10_000),
@@ -501,10 +524,19 @@ def validate(cfg: Config) -> Config:
     if t.warmup_epochs > t.epochs:
         raise UserError(f"train.warmup_epochs: {t.warmup_epochs:g} is more than train.epochs "
                         f"({t.epochs}); must be in [0, {t.epochs}]")
+    if t.function is not None and t.source != "data":
+        raise UserError(f"train.function: {t.function} and train.source: {t.source} both "
+                        f"replace the trainer; set one of them (train.source: data)")
     if s.grace_period <= s.heartbeat_interval:
         raise UserError(f"search.grace_period: {s.grace_period} s must be longer than "
                         f"search.heartbeat_interval ({s.heartbeat_interval} s), or live workers "
                         f"are taken for dead")
+    if s.best_weights == "finetuned" and s.finetune_epochs is None:
+        raise UserError("search.best_weights: 'finetuned' needs search.finetune_epochs (the "
+                        "fine-tuned row's epochs); set it, or keep best_weights: scratch")
+    if s.finetune_epochs is not None and t.source != "data":
+        raise UserError(f"search.finetune_epochs: a results table ({t.source}) has no weights "
+                        f"to cut and fine-tune; set it to null")
     if s.sampler == "cmaes" and s.objective == "multi":
         raise UserError("search.sampler: 'cmaes' cannot optimise two objectives; use nsga2, "
                         "tpe or random with search.objective multi")

@@ -752,6 +752,16 @@ def _final_section(rec: RunRecords, page: Page) -> None:
            f"{FINAL_JSON}.{rule}")
     if final.get("seed_rule"):
         page.p(f"Seeds: {final['seed_rule'].rstrip('.')}.")
+    tuned = final.get("finetune")
+    if isinstance(tuned, dict) and tuned.get("rule"):
+        cost = ", ".join(f"{r['name']} {r['compute_base_epochs']:.2f}" for r in rows
+                         if _num(r.get("compute_base_epochs")) is not None)
+        page.p(f"Except the row 'best (fine-tuned)': {tuned['rule']}. Training compute per run "
+               f"in epochs of the full-width network (the base network's training counted): "
+               f"{cost}.")
+    weights = final.get("best_weights")
+    if isinstance(weights, dict) and weights.get("why"):
+        page.p(f"best.pt holds {weights['why']}.")
     table, failed = [], []
     latency = any(_num(r.get("latency_ms")) is not None for r in rows)
     for r in rows:

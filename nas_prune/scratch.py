@@ -20,6 +20,7 @@ from .data import DataConfig, Splits, load_data
 from .errors import UserError
 from .table import DATA, lookup_train
 from .train import TrainResult, budget_epochs, resolve_device, train
+from .trainfn import run_function
 from .widths import (
     ArchSpec,
     SearchSpace,
@@ -114,20 +115,31 @@ def epochs_for(spec: ArchSpec, cfg: Config, epochs: int | None = None) -> int:
 def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: int | None = None,
                device: torch.device | str | None = None, evaluate_test: bool = False,
                on_epoch=None, out_dir: str | Path | None = None, progress: bool | None = False,
-               exact_epochs: bool = False) -> tuple[TrainResult, ArchSpec]:
+               exact_epochs: bool = False, model: torch.nn.Module | None = None
+               ) -> tuple[TrainResult, ArchSpec]:
     """Build ``spec`` under ``seed`` and train it from scratch; optionally save model + YAML.
 
     ``epochs`` are base epochs that the budget rule scales (``exact_epochs``: used as given).
+    ``model``: train this network of ``spec``'s widths in place instead (weights cut from a
+    trained one: the fine-tuned final row), with the same recipe and seed.
     """
     seed = cfg.random_seed if seed is None else seed
     n_epochs = int(epochs) if exact_epochs and epochs else epochs_for(spec, cfg, epochs)
     if cfg.train.source != DATA:
+        if model is not None:
+            raise UserError("train.source: a results table cannot train given weights; use "
+                            "train.source: data")
         return _look_up(spec, cfg, epochs=n_epochs, seed=seed, evaluate_test=evaluate_test,
                         on_epoch=on_epoch, out_dir=out_dir)
     device = resolve_device(device or cfg.device)
+    if cfg.train.function is not None:
+        return _user_train(spec, cfg, epochs=n_epochs, seed=seed, device=device,
+                           evaluate_test=evaluate_test, on_epoch=on_epoch, out_dir=out_dir,
+                           model=model)
     data = data_for(cfg.data, device, spec)
     torch.manual_seed(seed)
-    model = spec.build()
+    if model is None:
+        model = spec.build()
     result = train(model, data, cfg.train, epochs=n_epochs, seed=seed, device=device,
                    on_epoch=on_epoch, evaluate_test=evaluate_test, progress=progress,
                    desc=f"train {spec.flops / 1e6:.1f}M FLOPs")
@@ -136,6 +148,28 @@ def train_spec(spec: ArchSpec, cfg: Config, *, epochs: int | None = None, seed: 
     out = spec.with_metrics(**metrics)
     out.provenance.setdefault("train_config", to_dict(cfg.train))
     out.provenance.setdefault("data", data.provenance())
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_state_dict(model, out_dir / "model.pt")
+        out.save(out_dir / "model.yaml")
+        save_config(cfg, out_dir / "config.yaml")
+    return result, out
+
+
+def _user_train(spec: ArchSpec, cfg: Config, *, epochs: int, seed: int, device: torch.device,
+                evaluate_test: bool, on_epoch, out_dir: str | Path | None,
+                model: torch.nn.Module | None = None) -> tuple[TrainResult, ArchSpec]:
+    """:func:`train_spec` with ``train.function``: the user's function trains the model
+    (:func:`nas_prune.trainfn.run_function`); its data are its own, so nas-prune loads none."""
+    torch.manual_seed(seed)
+    model = (spec.build() if model is None else model).to(device)
+    result = run_function(cfg.train.function, model, epochs=epochs, seed=seed, device=device,
+                          on_epoch=on_epoch, evaluate_test=evaluate_test)
+    out = spec.with_metrics(**result.metrics(), seed=seed, device=str(device),
+                            budget_rule=cfg.train.budget)
+    out.provenance.setdefault("train_config", to_dict(cfg.train))
+    out.provenance.setdefault("train_function", cfg.train.function)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

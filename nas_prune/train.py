@@ -50,6 +50,9 @@ class TrainConfig:
     # "data": train for real; "table:PATH": look each training up in a results table of a width
     # benchmark instead (nas_prune.table): a search in seconds, against known ground truth
     source: str = "data"
+    # your own training loop, "package.module:function" (nas_prune.trainfn): every training of
+    # a search calls it instead of the built-in trainer, whose recipe keys above it then ignores
+    function: str | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

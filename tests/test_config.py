@@ -66,6 +66,7 @@ def bad_values(key: str, tp) -> list:
     return {"train.milestones": [(0.75, 0.5), (0.0, 0.5), (0.5, 1.5), (math.nan,)],
             "data.name": ["nope", "", "torchvision:", "torchvision:not a class", "IMAGEFOLDERx"],
             "train.source": ["", "table", "table:", "table:  ", "tabel:x.json", "DATA"],
+            "train.function": ["", "fit", ":fit", "mypkg.train:", "my pkg:fit"],
             "seed_method.name": ["nope", "", " , ", "slimming,nope"],
             "seed_method.options": [{"nope": {}}, {"l1norm": {"no_such_option": 1}}],
             "search.rungs": [[{"epochs": 0}], [{"epochs": 1, "seeds": 0}],
@@ -91,6 +92,8 @@ def good_values(key: str, tp) -> list:
         return [*DATASETS, "torchvision:MNIST", "torchvision:SVHN"]
     if key == "train.source":  # the table is read where it is used, against the space
         return ["data", "table:results.json", "table:/no/such/file.json"]
+    if key == "train.function":  # imported where a search starts (nas_prune.trainfn)
+        return ["mypkg.train:fit", "no_such_pkg:Trainer.fit"]
     return []
 
 
@@ -125,8 +128,12 @@ def test_out_of_range_values_are_one_line_errors_naming_key_and_value(key, value
 
 @pytest.mark.parametrize("key, value", GOOD, ids=[f"{k}={v!r}" for k, v in GOOD])
 def test_the_closed_ends_of_each_range_are_accepted(key, value):
-    # 100 validation images leave training images in any data set (synthetic: 2000 by default)
-    cfg = from_dict(Config, C._deep_merge({"data": {"val_size": 100}}, _nest(key, value)))
+    # 100 validation images leave training images in any data set (synthetic: 2000 by default);
+    # best_weights: finetuned needs the fine-tuned row (search.finetune_epochs)
+    base = {"data": {"val_size": 100}}
+    if key == "search.best_weights":
+        base["search"] = {"finetune_epochs": 1}
+    cfg = from_dict(Config, C._deep_merge(base, _nest(key, value)))
     got = cfg
     for part in key.split("."):
         got = getattr(got, part)

@@ -2,11 +2,13 @@
 covers every config key and command-line option, every ``nas-prune`` command in the docs and the
 README parses with today's CLI, and every block marked runnable runs on synthetic data.
 
-A runnable block is a fenced ``bash`` block right after ``<!-- runnable -->`` (or
-``<!-- runnable: slow -->`` for one that takes more than a few seconds). Its commands run in
-order, in this process (``nas_prune.cli.main``), in a scratch folder with ``configs/``,
+A runnable block is a fenced ``bash`` or ``python`` block right after ``<!-- runnable -->`` (or
+``<!-- runnable: slow -->`` for one that takes more than a few seconds). A bash block's commands
+run in order, in this process (``nas_prune.cli.main``), in a scratch folder with ``configs/``,
 ``search_spaces/`` and ``reports/`` linked in; every command that takes ``--set`` gets the
-overrides of a tiny space and synthetic data appended (the later ``--set`` wins).
+overrides of a tiny space and synthetic data appended (the later ``--set`` wins). A python block
+runs as ``__main__`` in the same scratch folder, and every config the Python API resolves
+(``nas_prune.api.resolve``) gets the same overrides last.
 """
 
 from __future__ import annotations
@@ -105,13 +107,15 @@ ALL_COMMANDS = [(f"{p.relative_to(ROOT)}:{n}", argv)
                 for argv in commands(body)]
 RUNNABLE = [(p, n, body, marker) for p in PAGES
             for info, body, marker, n in code_blocks(p) if marker is not None]
+INFO = {(p, n): info for p in PAGES for info, _, _, n in code_blocks(p)}
 
 
 def test_the_docs_have_runnable_blocks_and_commands():
     assert len(RUNNABLE) >= 8 and len(ALL_COMMANDS) >= 40
     for page, n, _, _ in RUNNABLE:
         info = code_blocks(page)[[b[3] for b in code_blocks(page)].index(n)][0]
-        assert info == "bash", f"{page}:{n}: a runnable block must be a bash block"
+        assert info in ("bash", "python"), \
+            f"{page}:{n}: a runnable block must be a bash or python block"
 
 
 @pytest.mark.parametrize("where, argv", ALL_COMMANDS, ids=[w for w, _ in ALL_COMMANDS])
@@ -138,8 +142,26 @@ def scratch(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _run_block(body: list[str], cwd: Path, monkeypatch, capsys) -> None:
+def _run_python(body: list[str], cwd: Path, monkeypatch) -> None:
+    """Run a python block as ``__main__`` in ``cwd``, its configs made tiny."""
+    import nas_prune.api
+
+    real = nas_prune.api.resolve
+    tiny = tiny_overrides(cwd / "tiny_vgg.yaml")
+
+    def resolve(config=None, overrides=None, *, train_fn=None):
+        return real(real(config, overrides, train_fn=train_fn), tiny)
+
+    monkeypatch.setattr(nas_prune.api, "resolve", resolve)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("NAS_PRUNE_CACHE", str(cwd / "cache"))
+    exec(compile("\n".join(body), "<docs block>", "exec"), {"__name__": "__main__"})
+
+
+def _run_block(body: list[str], cwd: Path, monkeypatch, capsys, info: str = "bash") -> None:
     """Run the block's commands in this process (``nas_prune.cli.main``), in order, in ``cwd``."""
+    if info == "python":
+        return _run_python(body, cwd, monkeypatch)
     lines = logical_lines(body)
     assert lines and all(x.startswith("nas-prune ") for x in lines), \
         "every line of a runnable block must be a nas-prune command"
@@ -161,7 +183,7 @@ SLOW = [(p, n, b) for p, n, b, m in RUNNABLE if m == "slow"]
 @pytest.mark.parametrize("page, line, body", FAST,
                          ids=[f"{p.relative_to(DOCS)}:{n}" for p, n, _ in FAST])
 def test_runnable_block(page, line, body, scratch, monkeypatch, capsys):
-    _run_block(body, scratch, monkeypatch, capsys)
+    _run_block(body, scratch, monkeypatch, capsys, INFO[(page, line)])
 
 
 @pytest.mark.slow
@@ -169,7 +191,7 @@ def test_runnable_block(page, line, body, scratch, monkeypatch, capsys):
 @pytest.mark.parametrize("page, line, body", SLOW,
                          ids=[f"{p.relative_to(DOCS)}:{n}" for p, n, _ in SLOW])
 def test_runnable_block_slow(page, line, body, scratch, monkeypatch, capsys):
-    _run_block(body, scratch, monkeypatch, capsys)
+    _run_block(body, scratch, monkeypatch, capsys, INFO[(page, line)])
 
 
 def test_the_reference_covers_every_key_and_option():

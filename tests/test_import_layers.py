@@ -38,11 +38,14 @@ LAYERS: list[list[str]] = [
     ["budget", "data", "export", "report"],
     ["train", "rethink_summary"],
     ["seeds", "oneshot"],  # seed methods (and one-shot screening) take explicit arguments, never a Config
-    ["table"],  # train.source: table:PATH (config checks it; scratch and search read it)
+    # train.source: table:PATH and train.function: mypkg.train:fit (config checks their
+    # format; scratch and search use them)
+    ["table", "trainfn"],
     ["config"],
     ["scratch", "testing"],
     ["search"],
     ["rethink"],
+    ["api"],  # nas_prune.search / propose / compare from Python; the CLI calls them
     ["cli"],
     ["__init__"],
 ]
@@ -51,6 +54,9 @@ LAYERS: list[list[str]] = [
 DYNAMIC = {
     "nas_prune.cli": "the subcommand modules of nas_prune.cli itself (COMMANDS)",
     "nas_prune.families.graph": "a user's model factory (``model: mypkg.models:make_net``)",
+    "nas_prune.search": "the package is callable as nas_prune.search(...), which is "
+                        "nas_prune.api.search, a layer above, imported at call time",
+    "nas_prune.trainfn": "a user's training function (``train.function: mypkg.train:fit``)",
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-import nas_prune.cli._search
+import nas_prune.api
 import nas_prune.scratch
 import nas_prune.search.run
 from nas_prune.budget import check_budget, uniform_widths
@@ -88,7 +88,7 @@ def by_widths(spec: ArchSpec, n: int) -> list[float]:
 def no_final_retraining(monkeypatch) -> None:
     """These tests are about the trials: skip the final table and the report after them."""
     monkeypatch.setattr(nas_prune.search.run, "finalize", lambda *a, **k: (None, []))
-    monkeypatch.setattr(nas_prune.cli._search, "_report", lambda run_dir: None)
+    monkeypatch.setattr(nas_prune.api, "_report", lambda run_dir: None)
 
 
 class RuleSpy:

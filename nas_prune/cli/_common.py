@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._io import check_output  # noqa: F401  (re-exported for the commands)
 from ..config import Config, load_config
 from ..errors import UserError
 from ..train import resolve_device
@@ -60,21 +60,6 @@ def apply_time_budget(cfg: Config, nanoseconds: int | None) -> Config:
     from ..scratch import time_budget
 
     return time_budget(cfg, nanoseconds)
-
-
-def check_output(path: str | Path, flag: str, *, folder: bool) -> Path:
-    """Fail before any work when an output path cannot be written as a file (or a folder)."""
-    path = Path(path)
-    if folder and path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {path}: exists and is not a folder; choose another path")
-    if not folder and path.is_dir():
-        raise UserError(f"{flag} {path}: is a folder; give a file path")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"{flag} {path}: {parent} is not a folder; choose another path")
-            break
-    return path
 
 
 def device_of(cfg: Config) -> torch.device:

@@ -4,7 +4,6 @@ compute, then one paired final evaluation of their winners, the seed proposals a
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..config import METRICS
 from ..search.samplers import EARLY_STOPPING
@@ -60,27 +59,23 @@ def rows_table(rows: list[dict], metric: str) -> str:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ..search import run_search
+    from ..api import compare
     from ..search.compare import parse_arms, parse_budgets
-    from ..search.compare import run_compare as compare
 
     budgets = parse_budgets(args.budget) if args.budget else None
     extra = prune_none({
-        "seed_method": {"name": args.seed_method, "metric": args.metric,
-                        "budget": budgets[0] if budgets else None},
+        "seed_method": {"name": args.seed_method, "metric": args.metric},
         "search": {"n_trials": args.n_trials, "sampler": args.sampler,
                    "early_stopping": args.early_stopping, "rungs": parse_rungs(args.rungs),
                    "reduction_factor": args.reduction_factor, "final_seeds": args.final_seeds},
     })
     cfg = resolve_config(args, **extra)
     arms = parse_arms(args.arms, cfg.seed_method.metric)
-    budgets = budgets or [cfg.seed_method.budget]
-    run_dir = Path(args.run_dir or f"{cfg.run_dir}-compare")
     quiet_optuna()
     out = Printer()
-    result = compare(cfg, budgets=budgets, arms=arms, run_dir=run_dir, resume=args.resume,
-                     command=command_line("compare", args), search=run_search, events=out,
-                     log=out.message)
+    run = compare(cfg, budgets=budgets, arms=arms, run_dir=args.run_dir, resume=args.resume,
+                  command=command_line("compare", args), events=out)
+    result, run_dir = run.data, run.run_dir
     for res in result["results"]:
         out.message("")
         out.message(f"budget {res['budget']:g}:")

@@ -9,16 +9,15 @@ and writes it as an architecture YAML that ``nas-prune flops/build/train`` accep
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from ..config import METRICS, to_dict
-from ..errors import UserError
+from ..config import METRICS
 from ..latency import format_ns
 from ._common import (
     BUDGET_HELP,
     add_config_arguments,
     apply_time_budget,
-    check_output,
     device_of,
     emit_json,
     human,
@@ -91,33 +90,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_propose(args: argparse.Namespace) -> int:
-    from ..scratch import data_for, resolve_space
-    from ..seeds import SEED_METHODS, SeedContext, get_method, propose
+    from ..api import propose
+    from ..seeds import SEED_METHODS
 
     cfg = apply_time_budget(resolve_config(args, **_overrides(args)),
                             split_budget(args.budget)[1])
-    sm = cfg.seed_method
-    if sm.name not in SEED_METHODS:
-        raise UserError(f"--seed-method: {sm.name!r} is not one seed method; choose one of "
-                        f"{', '.join(SEED_METHODS)} (the search command takes lists and 'all')")
-    _, _, space = resolve_space(cfg)
-    run_dir = check_output(cfg.run_dir, "run_dir", folder=True)
-    out = check_output(args.out or run_dir / "proposals" / f"{sm.name}-{sm.budget:g}.yaml",
-                       "--out", folder=False)
-    device = device_of(cfg)
-    data = data_for(cfg.data, device, space.spec(space.base_widths()))
-    method = get_method(sm.name, sm.options.get(sm.name))
-    ctx = SeedContext(space=space, data=data, train=cfg.train, device=device,
-                      seed=cfg.random_seed, samples=sm.samples, metric=sm.metric)
-    run = propose(method, ctx, sm.budget, base_epochs=sm.base_epochs,
-                  checkpoint=sm.base_checkpoint, cache_dir=run_dir / "bases",
-                  data_cfg=cfg.data, progress=None)
-    prop = run.proposal
-
+    res = propose(cfg, out=args.out)
+    sm, space, run, prop = cfg.seed_method, res.space, res.run, res.run.proposal
+    run_dir = Path(cfg.run_dir)
+    method = SEED_METHODS[sm.name]
     base_w = space.base_widths()
     rows = [[g, base_w[g], w, w / base_w[g]] for g, w in prop.widths.items()]
     print(f"{method.name} ({method.paper}) on space {space.name}, budget {sm.budget:g} of the "
-          f"base {sm.metric}, seed {cfg.random_seed}, device {device}")
+          f"base {sm.metric}, seed {cfg.random_seed}, device {device_of(cfg)}")
     print(table(rows, ["group", "base", "proposed", "keep_ratio"]))
     f0, p0 = space.count(base_w)
     f1, p1 = space.count(prop.widths)
@@ -133,28 +118,16 @@ def run_propose(args: argparse.Namespace) -> int:
     val = run.base_metrics.get("val_acc")
     print(f"base network: {base_what}" + (f", val acc {val:.4f}" if val is not None else ""))
     print(f"time: base training {run.base_train_s:.1f}s, proposal {run.propose_s:.1f}s")
-
-    provenance = {
-        **prop.provenance(),
-        "base": {"source": run.base_source, "epochs": sm.base_epochs,
-                 "checkpoint": sm.base_checkpoint, "metrics": run.base_metrics},
-        "base_flops": f0, "base_params": p0,
-        "timings_s": {"base_training": round(run.base_train_s, 3),
-                      "proposal": round(run.propose_s, 3)},
-        "seed": cfg.random_seed, "device": str(device), "config": to_dict(cfg),
-    }
     if sm.metric == "latency":  # the prediction the budget used, and the measured ratio
-        provenance["latency"] = latency_check(space, prop)
-    spec = space.spec(prop.widths, provenance=provenance)
-    spec.save(out)
-    print(f"wrote {out}")
+        latency_check(space, prop)
+    print(f"wrote {res.path}")
     return 0
 
 
-def latency_check(space: Any, prop: Any) -> dict[str, Any]:
+def latency_check(space: Any, prop: Any) -> None:
     """What a proposal under a latency budget measured (see ``seeds._basenet._measured``):
-    printed, with a warning for a busy machine or a ratio outside the band, and returned for the
-    provenance."""
+    printed, with a warning for a busy machine or a ratio outside the band (the provenance
+    holds it: :func:`nas_prune.api.latency_provenance`)."""
     lat, d = space.latency, prop.diagnostics["latency"]
     r = d["measured"]
     how = "from the latency table" if d["source"] == "table" else "interleaved"
@@ -179,5 +152,3 @@ def latency_check(space: Any, prop: Any) -> dict[str, Any]:
         warn(f"the measured ratio {r['ratio']:.4f} misses the budget {prop.budget:g} +- "
              f"{d['band']:.4f} after {d['corrections']} correction(s) of the prediction "
              f"({cause})")
-    return {"device": lat.info, "predicted_ms": prop.cost / 1e6,
-            "base_predicted_ms": space.base_cost("latency") / 1e6, **d}

@@ -7,7 +7,6 @@ Every line a human sees is printed here; the library reports through
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 import time
@@ -18,6 +17,7 @@ from ..config import METRICS
 from ..errors import UserError
 from ..rundir import CONFIG_YAML, SEARCH_JSON, read_json, state_counts
 from ..search.backends import BACKENDS
+from ..search.finalize import FINETUNED
 from ..search.samplers import EARLY_STOPPING, SAMPLERS
 from ..search.space import OBJECTIVES
 from ..seeds import ProposalRun
@@ -92,6 +92,7 @@ def quiet_optuna() -> None:
 def final_table(final: dict[str, Any]) -> str:
     rows = []
     latency = any(r.get("latency_ms") is not None for r in final["rows"])
+    compute = any(r.get("compute_base_epochs") is not None for r in final["rows"])
     for r in final["rows"]:
         if r["test_mean"] is None:
             test = "failed"
@@ -103,10 +104,15 @@ def final_table(final: dict[str, Any]) -> str:
                      human(r["flops"]), f"{r['flops_ratio']:.3f}", human(r["params"]),
                      *([f"{r['latency_ms']:.3f} +- {r['latency_iqr_ms']:.3f}"
                         if r.get("latency_ms") is not None else "-"] if latency else []),
-                     _acc(r["search_val_acc"])])
+                     _acc(r["search_val_acc"]),
+                     *([_compute(r.get("compute_base_epochs"))] if compute else [])])
     return table(rows, ["architecture", "trial", "test acc (mean +- std)", "n", "FLOPs",
                         "ratio", "params", *(["latency ms (IQR)"] if latency else []),
-                        "search val"])
+                        "search val", *(["compute (base epochs)"] if compute else [])])
+
+
+def _compute(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def _pts(v: float | None) -> str:
@@ -144,14 +150,6 @@ def fidelity_lines(info: dict[str, Any] | None) -> list[str]:
         out.insert(0, "rank correlation of each epoch's validation accuracy with the last "
                       "epoch's, over the complete trials:")
     return out
-
-
-def _report(run_dir: Path) -> Path | None:
-    try:
-        from ..report import write_report
-    except ImportError:
-        return None
-    return write_report(run_dir)
 
 
 # ---- search --------------------------------------------------------------------------------
@@ -261,21 +259,8 @@ def parse_rungs(text: str | None) -> list[dict[str, int]] | None:
     return out
 
 
-def next_free_run_dir(run_dir: Path) -> Path:
-    """``run_dir`` if it holds no search yet, else the first free ``run_dir-2``, ``-3``..."""
-    def used(d: Path) -> bool:
-        return d.is_dir() and any(d.iterdir())
-
-    if not used(run_dir):
-        return run_dir
-    n = 2
-    while used(run_dir.with_name(f"{run_dir.name}-{n}")):
-        n += 1
-    return run_dir.with_name(f"{run_dir.name}-{n}")
-
-
 def run_search(args: argparse.Namespace) -> int:
-    from ..search import run_search as search
+    from ..api import search
 
     extra = search_overrides(args)
     if args.resume and not args.config:
@@ -286,18 +271,9 @@ def run_search(args: argparse.Namespace) -> int:
     cfg = apply_time_budget(resolve_config(args, **extra), split_budget(args.budget)[1])
     quiet_optuna()
     out = Printer()
-    if not args.resume and args.run_dir is None and cfg.search.storage is None:
-        fresh = next_free_run_dir(Path(cfg.run_dir))
-        if fresh != Path(cfg.run_dir):
-            out.message(f"{cfg.run_dir} holds an earlier search (continue it with --resume); "
-                        f"this one goes to {fresh}")
-            cfg = dataclasses.replace(cfg, run_dir=str(fresh))
     t0 = time.perf_counter()
-    command = command_line("search", args)
-    out.message(f"search: space {cfg.space}, seed method(s) {cfg.seed_method.name}, budget "
-                f"{cfg.seed_method.budget} of the base {cfg.seed_method.metric}, backend "
-                f"{cfg.search.backend}, {cfg.search.n_trials} trials, run dir {cfg.run_dir}")
-    result = search(cfg, run_dir=cfg.run_dir, resume=args.resume, command=command, events=out)
+    result = search(cfg, run_dir=args.run_dir, resume=args.resume,
+                    command=command_line("search", args), events=out)
     wall = time.perf_counter() - t0
     counts = {k: v for k, v in state_counts(result.records).items() if v}
     out.message("")
@@ -310,6 +286,11 @@ def run_search(args: argparse.Namespace) -> int:
                     f"{f['epochs_of']}), scored on the test split; std over seeds (ddof=1); "
                     f"FLOPs are multiply-accumulates")
         out.message(final_table(result.final))
+        if f.get("finetune"):
+            out.message(f"{FINETUNED}: {f['finetune']['rule']}; compute in epochs of the "
+                        f"full-width network, the base network's training included")
+        if f.get("best_weights"):
+            out.message(f"best.pt holds: {f['best_weights']['why']}")
         if f.get("comparisons"):
             out.message(comparison_table(f["comparisons"]))
             out.message("verdicts claim a difference only when the 95% interval excludes 0")
@@ -317,14 +298,8 @@ def run_search(args: argparse.Namespace) -> int:
         out.message(line)
     if result.best is None:
         out.message("no trial completed: best.yaml was not written")
-    report = None
-    try:
-        report = _report(result.run_dir)
-    except Exception as exc:  # the search's results are already on disk
-        out.message(f"report: failed ({type(exc).__name__}: {exc}); run 'nas-prune report "
-                    f"{result.run_dir}' again later")
     out.message("written:")
-    for path in [*result.paths, *([report] if report else [])]:
+    for path in [*result.paths, *([result.report] if result.report else [])]:
         if path is not None and Path(path).exists():
             out.message(f"  {path}")
     return 0

@@ -11,9 +11,16 @@
   :func:`run_worker` joins an Optuna study from another process.
 
 The run directory's trial format is :mod:`nas_prune.rundir`'s.
+
+The package is also callable: ``nas_prune.search(...)`` is the Python API's search
+(:func:`nas_prune.api.search`, imported when called, as the API is the layer above).
 """
 
 from __future__ import annotations
+
+import importlib
+import sys
+import types
 
 from ..rundir import CSV_FIELDS, STATES, TrialRecord, read_records, write_records
 from ._backend import Location, SearchBackend, SearchEvents
@@ -30,3 +37,14 @@ __all__ = ["BACKENDS", "CSV_FIELDS", "EARLY_STOPPING", "SAMPLERS", "STATES", "Ca
            "SearchBackend", "SearchEvents", "SearchResult", "SearchSetup", "TrialRecord",
            "export_run", "get_backend", "load_run", "read_records", "run_search", "run_worker",
            "train_candidate", "widths_summary", "write_records"]
+
+_API = "nas_prune.api"  # a layer above: imported at call time (tests/test_import_layers.py)
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        """``nas_prune.search(...)``: :func:`nas_prune.api.search`."""
+        return importlib.import_module(_API).search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

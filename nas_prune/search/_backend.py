@@ -74,6 +74,9 @@ class SearchBackend(ABC):
     #: config keys (dotted) that ``--resume`` may change in general but this backend cannot
     #: continue with when they change -> why, and the fix (the error message's tail)
     fixed_on_resume: ClassVar[dict[str, str]] = {}
+    #: whether trials run in this process; False: a ``train.function`` given in Python must be
+    #: importable by its path, as the trial processes import it
+    in_process: ClassVar[bool] = True
 
     @abstractmethod
     def check(self, cfg: Config) -> None:

@@ -241,10 +241,7 @@ def train_candidate(widths: Widths, setup: SearchSetup, *, role: str = "search",
 def _measure(spec: ArchSpec, setup: SearchSetup, *, epochs: int, seed: int,
              on_epoch: Callable[[int, float], bool] | None = None) -> dict[str, Any]:
     """One complete (or early-stopped) training on one seed: a measurement dict."""
-    curve: list[float] = []
-
     def hook(epoch: int, acc: float, loss: float) -> bool:
-        curve.append(float(acc))
         if on_epoch is None:
             return False
         return bool(on_epoch(epoch, float(acc))) and epoch + 1 < epochs  # last one completes
@@ -253,6 +250,8 @@ def _measure(spec: ArchSpec, setup: SearchSetup, *, epochs: int, seed: int,
     result, _ = scratch.train_spec(spec, setup.cfg, epochs=epochs, exact_epochs=True,
                                    device=resolve_device(setup.cfg.device), seed=seed,
                                    on_epoch=hook)
+    # the result's curve: the same values the hook saw, or a user function's returned value
+    curve = [float(a) for a in result.val_acc]
     status = "ok"
     if result.status == "diverged":
         status = f"diverged: {result.reason}"

@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import scratch
 from .._yaml import read_yaml
 from ..config import to_dict
@@ -169,6 +171,68 @@ def retrain(setup: SearchSetup, widths: dict[str, int], *, name: str, out_dir: P
     return runs
 
 
+FINETUNED = "best (fine-tuned)"
+
+
+def finetune_rule(setup: SearchSetup) -> str:
+    cfg = setup.cfg
+    return (f"the winner's widths cut by filter L1 norm from the full-width network trained "
+            f"from scratch for {cfg.seed_method.base_epochs} epochs (seed_method.base_epochs) "
+            f"on the same evaluation seed, then trained for {cfg.search.finetune_epochs} epochs "
+            f"with learning-rate rewinding (the recipe's whole schedule again); the "
+            f"architecture was chosen on from-scratch evidence, only these weights come from "
+            f"the base network")
+
+
+def finetune_best(setup: SearchSetup, widths: dict[str, int], *, out_dir: Path,
+                  on_result: OnResult | None = None) -> list[dict[str, Any]]:
+    """The row ``best (fine-tuned)``: for each evaluation seed, train the full-width network
+    from scratch for ``seed_method.base_epochs`` epochs, cut it down to ``widths`` (the filters
+    with the largest L1 norms, :mod:`nas_prune.surgery`) and train the cut network for
+    ``search.finetune_epochs`` epochs with the recipe's whole learning-rate schedule (rewinding,
+    Renda et al. 2020), on the same seed; scored on the validation and test splits. Each run
+    records the base network's epochs and scores with its own."""
+    from ..surgery import cut_down, filter_l1_scores, keep_from_scores
+
+    cfg, space = setup.cfg, setup.space
+    base_epochs, epochs = cfg.seed_method.base_epochs, int(cfg.search.finetune_epochs)
+    base_spec = setup.spec(space.base_widths(), final="base network of the fine-tuned row")
+    spec = setup.spec(widths, final=FINETUNED)
+    runs = []
+    for seed in final_seeds(cfg):
+        folder = out_dir / f"seed{seed}"
+        try:
+            torch.manual_seed(seed)
+            base = base_spec.build()
+            base_res, _ = scratch.train_spec(base_spec, cfg, epochs=base_epochs,
+                                             exact_epochs=True, seed=seed, model=base,
+                                             evaluate_test=True, out_dir=folder / "base")
+            if base_res.status != "ok":
+                raise RuntimeError(f"the base network's training {base_res.status}: "
+                                   f"{base_res.reason}")
+            base = base.cpu().eval()
+            keep = keep_from_scores(filter_l1_scores(base, space.family), widths)
+            cut = cut_down(base, space.family, keep)
+            result, _ = scratch.train_spec(spec, cfg, epochs=epochs, exact_epochs=True,
+                                           seed=seed, model=cut, evaluate_test=True,
+                                           out_dir=folder)
+            run = {"seed": seed, "status": result.status, "epochs": result.epochs_run,
+                   "val_acc": result.val_acc_final, "test_acc": result.test_acc,
+                   "wall_time": round(result.wall_time + base_res.wall_time, 3),
+                   "reason": result.reason, "base_epochs": base_res.epochs_run,
+                   "base_val_acc": base_res.val_acc_final, "base_test_acc": base_res.test_acc,
+                   "base_wall_time": round(base_res.wall_time, 3)}
+        except Exception as exc:  # a failed run is reported, the others still count
+            run = {"seed": seed, "status": "failed", "epochs": 0, "val_acc": None,
+                   "test_acc": None, "wall_time": 0.0, "base_epochs": 0,
+                   "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                   if str(exc) else type(exc).__name__}
+        runs.append(run)
+        if on_result is not None:
+            on_result(FINETUNED, seed, run)
+    return runs
+
+
 def _reuse(folder: Path, setup: SearchSetup, widths: dict[str, int], *, seed: int,
            epochs: int) -> dict[str, Any] | None:
     """A final run a previous (interrupted or resumed) search already finished, if it is the
@@ -183,6 +247,8 @@ def _reuse(folder: Path, setup: SearchSetup, widths: dict[str, int], *, seed: in
         return None
     m = spec.metrics
     cur = to_dict(setup.cfg)
+    if isinstance(old.get("train"), dict):  # written before train.function existed
+        old["train"].setdefault("function", None)
     if (spec.widths != widths or m.get("seed") != seed or m.get("epochs_planned") != epochs
             or m.get("status") != "ok" or m.get("test_acc") is None
             or old.get("data") != cur["data"] or old.get("train") != cur["train"]):
@@ -213,8 +279,14 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
     if finalists:
         best, rule, selection = _finalist_round(setup, records, finalists, run_dir, on_result)
     rows = []
-    for name, widths, trial in final_entries(setup, records, best):
-        sub, runs = train_once(name, widths, _slug(name))
+    entries = [(name, widths, trial, *train_once(name, widths, _slug(name)))
+               for name, widths, trial in final_entries(setup, records, best)]
+    if best is not None and cfg_ft(setup) is not None:
+        sub = run_dir / FINAL_DIR / "best-finetuned"
+        entries.insert(1, (FINETUNED, dict(best.widths), best, sub,
+                           finetune_best(setup, dict(best.widths), out_dir=sub,
+                                         on_result=on_result)))
+    for name, widths, trial, sub, runs in entries:
         tests = [r["test_acc"] for r in runs]
         mean, std, n = mean_std(tests)
         val_mean, val_std, _ = mean_std([r["val_acc"] for r in runs])
@@ -234,6 +306,7 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
                      "status": [r["status"] for r in runs],
                      "reasons": [r["reason"] for r in runs if r["reason"]],
                      "runs": [_run_summary(r) for r in runs],
+                     "compute_base_epochs": compute_base_epochs(runs, attrs["flops_ratio"]),
                      "dir": str(sub.relative_to(run_dir))})
     cfg = setup.cfg
     final = {"n_seeds": cfg.search.final_seeds,
@@ -244,6 +317,13 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
              "split": "test", "std": "sample (ddof=1); none with one seed",
              "seeds": final_seeds(cfg), "seed_rule": SEED_RULE,
              "noise": noise_floor(setup, rows),
+             "compute": "compute_base_epochs: the training compute of a row's mean run in "
+                        "epochs of the full-width network (epochs x FLOPs ratio, plus the base "
+                        "network's epochs for the fine-tuned row)",
+             "finetune": {"rule": finetune_rule(setup), "epochs": cfg.search.finetune_epochs,
+                          "base_epochs": cfg.seed_method.base_epochs}
+             if cfg_ft(setup) is not None and best is not None else None,
+             "best_weights": _best_weights(setup),
              "best_rule": rule, "finalist_trials": [r.number for r in finalists],
              "selection": selection,
              "rows": rows, "comparisons": comparisons(rows)}
@@ -251,7 +331,11 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
     if best is not None:
         best_row = next(r for r in rows if r["name"] == "best")
         paths += write_best(setup, best, run_dir, final_row=best_row, rule=rule,
-                            provenance=provenance)
+                            provenance={**provenance,
+                                        "best_weights": _best_weights(setup)})
+        tuned = next((r for r in rows if r["name"] == FINETUNED), None)
+        if cfg.search.best_weights == "finetuned" and tuned is not None:
+            best_row = tuned
         weights = run_dir / best_row["dir"] / f"seed{best_row['seeds'][0]}" / "model.pt" \
             if best_row["seeds"] else None
         if weights is not None and weights.is_file():
@@ -293,8 +377,35 @@ def _finalist_round(setup: SearchSetup, records: list[TrialRecord],
 
 
 def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
-    return {k: run.get(k) for k in ("seed", "val_acc", "test_acc", "status", "epochs",
-                                    "reason", "wall_time")}
+    out = {k: run.get(k) for k in ("seed", "val_acc", "test_acc", "status", "epochs",
+                                   "reason", "wall_time")}
+    out.update({k: run[k] for k in ("base_epochs", "base_val_acc", "base_test_acc",
+                                    "base_wall_time") if k in run})
+    return out
+
+
+def cfg_ft(setup: SearchSetup) -> int | None:
+    """The fine-tuned row's epochs (None: no such row)."""
+    return setup.cfg.search.finetune_epochs if setup.cspace.objective == "single" else None
+
+
+def compute_base_epochs(runs: list[dict[str, Any]], flops_ratio: float) -> float | None:
+    """A row's mean training compute in full-width-network epochs: epochs x FLOPs ratio, plus
+    the base network's epochs of a fine-tuned run."""
+    done = [r for r in runs if r.get("status") == "ok"]
+    if not done:
+        return None
+    cost = [r["epochs"] * flops_ratio + r.get("base_epochs", 0) for r in done]
+    return round(sum(cost) / len(cost), 4)
+
+
+def _best_weights(setup: SearchSetup) -> dict[str, str]:
+    if setup.cfg.search.best_weights == "finetuned":
+        return {"source": FINETUNED, "why": "search.best_weights: finetuned (the weights of "
+                "the fine-tuned row's first evaluation seed; the architecture is the one chosen "
+                "from scratch)"}
+    return {"source": "best", "why": "search.best_weights: scratch (the winner trained from "
+            "scratch on the first evaluation seed, as the evidence that chose it)"}
 
 
 def comparisons(rows: list[dict[str, Any]], *, metric: str = "test_acc") -> list[dict[str, Any]]:
@@ -311,7 +422,9 @@ def comparisons(rows: list[dict[str, Any]], *, metric: str = "test_acc") -> list
         diff = paired_difference(_per_seed(best, metric), _per_seed(other, metric))
         out.append({"a": "best", "b": other["name"], "metric": metric, **diff.to_dict(),
                     "seeds_to_resolve": diff.seeds_to_resolve(),
-                    "same_widths": best["widths"] == other["widths"]})
+                    # the fine-tuned row shares the widths, not the trainings
+                    "same_widths": best["widths"] == other["widths"]
+                    and other["name"] != FINETUNED})
     return out
 
 
@@ -323,9 +436,10 @@ def _per_seed(row: dict[str, Any], metric: str) -> dict[int, float | None]:
 def noise_floor(setup: SearchSetup, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The binomial std of one accuracy on the validation and test splits, at the rows' mean
     accuracy: differences below it (plus the seed spread) are noise. On a results table
-    (``train.source: table:...``) the split sizes are not known: only the seed spread."""
+    (``train.source: table:...``) or with the user's trainer (``train.function``, its own
+    data) the split sizes are not known: only the seed spread."""
     seed_std = mean_std([r.get("test_std") for r in rows])[0]
-    if table_path(setup.cfg.train.source) is not None:
+    if table_path(setup.cfg.train.source) is not None or setup.cfg.train.function is not None:
         return {"val_images": None, "test_images": None, "binomial_std_val": None,
                 "binomial_std_test": None, "seed_std_test": seed_std}
     data = scratch.data_for(setup.cfg.data, resolve_device(setup.cfg.device),

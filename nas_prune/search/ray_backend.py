@@ -514,6 +514,7 @@ class RayBackend(SearchBackend):
     """Trials in a Ray Tune experiment under ``RUN/ray/tune``, on a local Ray or a cluster."""
 
     name = "ray"
+    in_process = False
     fixed_on_resume: ClassVar[dict[str, str]] = {
         "search.n_trials": "a resumed Ray experiment keeps its trial count (Tuner.restore "
                            "cannot change it); drop --n-trials"}

@@ -51,9 +51,10 @@ from ..rundir import (
     write_records,
 )
 from ..scratch import data_for, resolve_space
-from ..seeds import ProposalRun, SeedContext, get_method, parse_methods, propose
+from ..seeds import SEED_METHODS, ProposalRun, SeedContext, get_method, parse_methods, propose
 from ..table import check_table, table_path
 from ..train import resolve_device
+from ..trainfn import check_function, importable
 from ..widths import SearchSpace
 from ._backend import Location, SearchEvents, mask_url
 from .backends import get_backend
@@ -66,8 +67,8 @@ from .space import OBJECTIVES, UNIFORM, CandidateSpace
 
 # Config keys a resumed search may change: they do not change which candidates mean what.
 RESUMABLE = ("device", "run_dir", "search.n_trials", "search.timeout", "search.final_seeds",
-             "search.finalists", "search.final_epochs", "search.storage", "search.study_name",
-             "search.ray")
+             "search.finalists", "search.final_epochs", "search.finetune_epochs",
+             "search.best_weights", "search.storage", "search.study_name", "search.ray")
 
 
 @dataclass
@@ -121,6 +122,13 @@ def check_search_config(cfg: Config) -> None:
                             f"{sc.random_checks} random screened candidates; raise it or lower "
                             f"search.screening.promote")
     backend.check(cfg)
+    fn = cfg.train.function
+    if fn is not None:
+        check_function(fn)
+        if not backend.in_process and not importable(fn):
+            raise UserError(f"train.function: {fn} was given in Python and cannot be imported "
+                            f"by the {backend.name} backend's trial processes; define it at "
+                            f"module level in an importable module")
 
 
 def _check_trial_count(cfg: Config, methods: list[str]) -> None:
@@ -138,6 +146,16 @@ def _proposal_spec(space: SearchSpace, run: ProposalRun, base_flops: int):
     return space.spec(run.proposal.widths, provenance=prov)
 
 
+def uses_data(cfg: Config) -> bool:
+    """Whether the search loads ``cfg.data``: not on a results table, nor with the user's
+    training function (its data are its own) unless a seed method trains a base network."""
+    if table_path(cfg.train.source) is not None:
+        return False
+    if cfg.train.function is None:
+        return True
+    return any(SEED_METHODS[m].needs_base for m in parse_methods(cfg.seed_method.name))
+
+
 def check_inputs(cfg: Config) -> None:
     """The space, the budget, the data set and a base checkpoint, before anything is written
     (the data set stays cached for the proposals)."""
@@ -146,7 +164,7 @@ def check_inputs(cfg: Config) -> None:
     ckpt = cfg.seed_method.base_checkpoint
     if ckpt and not Path(ckpt).is_file():
         raise UserError(f"seed_method.base_checkpoint: {ckpt}: no such file; check the path")
-    if check_table(cfg, space) is None:  # a results table replaces the data
+    if check_table(cfg, space) is None and uses_data(cfg):  # a results table replaces them
         data_for(cfg.data, resolve_device(cfg.device), space.spec(space.base_widths()))
 
 
@@ -162,8 +180,8 @@ def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
     target = check_budget(space, sm.budget, sm.metric)
     device = resolve_device(cfg.device)
     # on a results table only methods without a base network run (check_table): no data
-    data = None if table_path(cfg.train.source) else \
-        data_for(cfg.data, device, space.spec(space.base_widths()))
+    data = data_for(cfg.data, device, space.spec(space.base_widths())) \
+        if uses_data(cfg) else None
     ctx = SeedContext(space=space, data=data, train=cfg.train, device=device,
                       seed=cfg.random_seed, samples=sm.samples, metric=sm.metric)
     starts: dict[str, dict[str, int]] = {}
@@ -311,7 +329,8 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
     paths += written + sorted((run_dir / PROPOSALS).glob("*.yaml"))
     info = read_json(run_dir / SEARCH_JSON) or {}
     source = table_path(setup.cfg.train.source)
-    data = {"table": str(source)} if source else \
+    fn = setup.cfg.train.function
+    data = {"table": str(source)} if source else {"train_function": fn} if fn else \
         data_for(setup.cfg.data, resolve_device(setup.cfg.device),
                  setup.space.spec(setup.space.base_widths())).provenance()
     info.update({"finished": now(), "state_counts": state_counts(records), "data": data,

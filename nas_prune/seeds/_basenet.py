@@ -44,7 +44,9 @@ def base_cache_key(method: SeedMethod, space: SearchSpace, data_cfg: DataConfig 
         "family": fam.name, "args": fam.arguments(), "input": fam.input_shape.to_dict(),
         "base_widths": space.base_widths(), "regulariser": method.base_key(space),
         "data": dataclasses.asdict(data_cfg) if data_cfg else None,
-        "train": dataclasses.asdict(train_cfg), "epochs": epochs, "seed": seed,
+        # train.function never trains a base network: not part of the key (nor of older keys)
+        "train": {k: v for k, v in dataclasses.asdict(train_cfg).items() if k != "function"},
+        "epochs": epochs, "seed": seed,
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -1,0 +1,316 @@
+"""Your own training loop (``train.function``): a tiny plain-PyTorch loop with its own optimizer
+and data drives a search (trials, rungs, the finalists' round, the final table), and what it
+reports is what the trials record; a trainer that returns NaN, raises or has the wrong signature
+behaves as nas_prune.trainfn says (a failed trial with the reason, or a one-line error first).
+
+The trainers are module-level functions, so the config names them by import path
+(``tests.test_train_function:fit``), as a user's YAML would."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nas_prune import scratch
+from nas_prune.config import load_config
+from nas_prune.errors import UserError
+from nas_prune.rundir import read_json, read_records
+from nas_prune.trainfn import TrainFunctionError, check_function, register, run_function
+from tests.test_search_common import search
+
+pytestmark = pytest.mark.timeout(60)
+
+HERE = "tests.test_train_function"
+CALLS: list[dict] = []  # every call of fit: seed, epochs, reported curve, returned values
+
+
+def _data() -> tuple[torch.Tensor, ...]:
+    """1x12x12 images, 4 classes, a class-dependent offset so there is something to learn."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (240,), generator=g)
+    x = torch.randn(240, 1, 12, 12, generator=g) + 0.7 * y.view(-1, 1, 1, 1).float()
+    return x[:160], y[:160], x[160:200], y[160:200], x[200:], y[200:]
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    return float((model(x).argmax(1) == y).float().mean())
+
+
+def fit(model, *, epochs, seed, device, report, test=False):
+    """The user's loop: Adam, its own data and batches, seeded by ``seed``."""
+    xtr, ytr, xva, yva, xte, yte = _data()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    curve: list[float] = []
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(xtr), generator=g)
+        for i in range(0, len(xtr), 40):
+            idx = perm[i:i + 40]
+            loss = F.cross_entropy(model(xtr[idx].to(device)), ytr[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        acc = _accuracy(model, xva, yva)
+        curve.append(acc)
+        if report(epoch, acc):
+            break
+    out = {"val_acc": curve[-1]}
+    if test:
+        out["test_acc"] = _accuracy(model, xte, yte)
+    CALLS.append({"seed": seed, "epochs": epochs, "curve": curve, **out})
+    return out
+
+
+def returns_nan(model, *, epochs, seed, device, report):
+    return {"val_acc": math.nan}
+
+
+def raises(model, *, epochs, seed, device, report):
+    raise RuntimeError("my loader broke")
+
+
+def percent(model, *, epochs, seed, device, report):
+    return {"val_acc": 87.5}
+
+
+def wrong_signature(model, lr):
+    return {"val_acc": 0.5}
+
+
+NOT_CALLABLE = 3
+
+
+def _run(tmp_path: Path, function: str, *flags: str, extra: tuple[str, ...] = ()) -> Path:
+    run_dir = tmp_path / "run"
+    assert search(tmp_path, run_dir, "--n-trials", "3", *flags,
+                  extra=[f"train.function={function}", "search.finalists=1", *extra]) == 0
+    return run_dir
+
+
+@pytest.fixture
+def no_builtin_trainer(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the built-in trainer ran")
+
+    monkeypatch.setattr(scratch, "train", refuse)
+
+
+@pytest.mark.slow
+def test_the_users_loop_drives_trials_rungs_finalists_and_the_final_table(
+        tmp_path, no_builtin_trainer):
+    CALLS.clear()
+    run_dir = _run(tmp_path, f"{HERE}:fit", "--rungs", "1,2", "--final-seeds", "2",
+                   extra=("search.finalists=2",))
+    records = read_records(run_dir)
+    assert records and all(r.state in ("COMPLETE", "PRUNED") for r in records)
+    by_seed_epochs = {}
+    for c in CALLS:
+        by_seed_epochs.setdefault((c["seed"], c["epochs"]), []).append(c)
+    trained = 0
+    for r in records:
+        for m in r.measurements:
+            if m.get("from_trial") is not None:
+                continue
+            calls = by_seed_epochs[(m["seed"], m["epochs"])]
+            # what the trial records is what the function reported and returned
+            assert any(c["curve"] == m["val_curve"] and c["val_acc"] == m["val_acc"]
+                       for c in calls), (m, calls)
+            trained += 1
+    assert trained >= 3
+    final = read_json(run_dir / "final.json")
+    assert final["selection"] is not None  # the finalists' round ran with the user's loop
+    tests = {(c["seed"], c["test_acc"]) for c in CALLS if "test_acc" in c}
+    for row in final["rows"]:
+        assert row["n"] == 2 and row["test_mean"] is not None
+        assert all((run["seed"], run["test_acc"]) in tests for run in row["runs"])
+    assert final["noise"]["test_images"] is None  # the user's splits are not ours to count
+    setup = read_json(run_dir / "setup.json")
+    assert setup["config"]["train"]["function"] == f"{HERE}:fit"
+    info = read_json(run_dir / "search.json")
+    assert info["data"] == {"train_function": f"{HERE}:fit"}
+    assert (run_dir / "best.pt").is_file()
+
+
+def test_a_trainer_that_raises_fails_its_trials_and_the_search_goes_on(tmp_path, capsys):
+    run_dir = _run(tmp_path, f"{HERE}:raises", "--early-stopping", "none")
+    records = read_records(run_dir)
+    assert len(records) == 3 and all(r.state == "FAIL" for r in records)
+    assert all("raised RuntimeError: my loader broke" in r.reason for r in records)
+    assert "best.yaml was not written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("function, reason", [
+    ("returns_nan", "returned val_acc nan"),
+    ("percent", "returned val_acc 87.5, not in [0, 1]"),
+    ("raises", "raised RuntimeError: my loader broke"),
+])
+def test_a_bad_result_is_a_training_error_with_its_reason(function, reason):
+    with pytest.raises(TrainFunctionError, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        run_function(f"{HERE}:{function}", torch.nn.Identity(), epochs=1, seed=0,
+                     device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("function, message", [
+    (f"{HERE}:wrong_signature", "nas-prune calls fn(model, *, epochs, seed, device, report)"),
+    (f"{HERE}:NOT_CALLABLE", "not callable"),
+    (f"{HERE}:missing", "has no 'missing'"),
+    ("no_such_pkg.train:fit", "cannot import no_such_pkg"),
+    ("fit", "give the import path"),
+])
+def test_what_can_be_checked_first_is_a_one_line_error(tmp_path, function, message, capsys):
+    run_dir = tmp_path / "run"
+    assert search(tmp_path, run_dir, "--n-trials", "3",
+                  extra=[f"train.function={function}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.function" in err and message in err and len(err.splitlines()) == 1, err
+    assert not (run_dir / "trials.csv").exists()
+
+
+def test_table_and_function_together_are_refused():
+    with pytest.raises(UserError, match="both replace the trainer"):
+        load_config(None, ["train.function=a.b:c", "train.source=table:x.json"])
+
+
+def test_report_stops_early_and_the_run_says_so():
+    seen = []
+
+    def stop_after_two(epoch, acc, loss):
+        seen.append(epoch)
+        return epoch == 1
+
+    CALLS.clear()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 4))
+    res = run_function(f"{HERE}:fit", model, epochs=5, seed=3, device=torch.device("cpu"),
+                       on_epoch=stop_after_two)
+    assert seen == [0, 1] and res.status == "stopped" and res.epochs_run == 2
+    assert res.val_acc == CALLS[-1]["curve"] and res.val_acc_final == CALLS[-1]["val_acc"]
+
+
+def test_a_final_run_without_test_acc_fails_with_the_fix():
+    def no_test(model, *, epochs, seed, device, report):
+        return {"val_acc": 0.5}
+
+    path = register(no_test)
+    with pytest.raises(TrainFunctionError, match="no 'test_acc'"):
+        run_function(path, torch.nn.Identity(), epochs=1, seed=0, device=torch.device("cpu"),
+                     evaluate_test=True)
+
+
+def test_a_python_function_is_registered_and_ray_needs_an_import_path(tmp_path, capsys):
+    def local(model, *, epochs, seed, device, report):
+        return {"val_acc": 0.5}
+
+    path = register(local)
+    assert "<locals>" in path and check_function(path) is local
+    run_dir = tmp_path / "run"
+    assert search(tmp_path, run_dir, "--n-trials", "3", "--backend", "ray",
+                  extra=[f"train.function={path}"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be imported by the ray backend" in err or "needs Ray Tune" in err
+
+
+# ---- the fine-tuned final row ---------------------------------------------------------------
+SNAPSHOTS: list[dict] = []  # every call of snapshot_fit: widths, epochs, weights in and out
+
+
+def snapshot_fit(model, *, epochs, seed, device, report, test=False):
+    """``fit``, keeping the weights each call starts from and ends with."""
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = fit(model, epochs=epochs, seed=seed, device=device, report=report, test=test)
+    SNAPSHOTS.append({"seed": seed, "epochs": epochs, "start": start,
+                      "end": {k: v.detach().clone() for k, v in model.state_dict().items()}})
+    return out
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_row_starts_from_the_cut_base_and_trains_what_it_claims(tmp_path):
+    from nas_prune.search.finalize import FINETUNED
+    from nas_prune.surgery import cut_down, filter_l1_scores, keep_from_scores
+    from nas_prune.widths import SearchSpace
+
+    SNAPSHOTS.clear()
+    run_dir = _run(tmp_path, f"{HERE}:snapshot_fit", "--final-seeds", "2",
+                   extra=("search.finetune_epochs=2", "seed_method.base_epochs=1",
+                          "search.best_weights=finetuned"))
+    final = read_json(run_dir / "final.json")
+    names = [r["name"] for r in final["rows"]]
+    assert names[:2] == ["best", FINETUNED]
+    best, tuned = final["rows"][0], final["rows"][1]
+    assert tuned["widths"] == best["widths"] and tuned["seeds"] == best["seeds"]
+    assert tuned["epochs"] == [2, 2] and tuned["n"] == 2
+    assert [r["base_epochs"] for r in tuned["runs"]] == [1, 1]
+    assert tuned["compute_base_epochs"] == pytest.approx(2 * tuned["flops_ratio"] + 1, abs=1e-3)
+    assert best["compute_base_epochs"] == pytest.approx(best["epochs"][0] * best["flops_ratio"],
+                                                        abs=1e-3)
+    # the last calls are the fine-tuned row's: per seed, the base network, then the cut one
+    space = SearchSpace.from_dict(json.loads((run_dir / "setup.json").read_text())
+                                  ["candidate_space"]["space"]["data"], name="tiny")
+    calls = SNAPSHOTS[-4:]
+    for k, seed in enumerate(tuned["seeds"]):
+        base, ft = calls[2 * k], calls[2 * k + 1]
+        assert (base["seed"], base["epochs"], ft["seed"], ft["epochs"]) == (seed, 1, seed, 2)
+        net = space.family.build(space.base_widths())
+        net.load_state_dict(base["end"])
+        keep = keep_from_scores(filter_l1_scores(net, space.family), tuned["widths"])
+        cut = cut_down(net, space.family, keep).state_dict()
+        assert ft["start"].keys() == cut.keys()
+        assert all(torch.equal(ft["start"][n], cut[n]) for n in cut)
+        test_acc = next(r["test_acc"] for r in tuned["runs"] if r["seed"] == seed)
+        assert test_acc == CALLS[-(4 - 2 * k - 1)]["test_acc"]
+    assert any(c["b"] == FINETUNED and not c["same_widths"] and c["n"] == 2
+               for c in final["comparisons"])
+    assert final["best_weights"]["source"] == FINETUNED
+    shipped = torch.load(run_dir / "best.pt", weights_only=True)
+    assert all(torch.equal(shipped[n], calls[1]["end"][n]) for n in shipped)
+
+
+def test_best_weights_finetuned_needs_finetune_epochs():
+    with pytest.raises(UserError, match="search.best_weights: 'finetuned' needs"):
+        load_config(None, ["search.best_weights=finetuned"])
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_row_with_the_built_in_trainer(tmp_path, monkeypatch):
+    """The built-in trainer trains the cut weights it is given (nothing rebuilt), for the
+    epochs the row records; and with best_weights: scratch, best.pt is the scratch row's."""
+    from nas_prune.search.finalize import FINETUNED
+
+    real, seen = scratch.train, []
+
+    def spy(model, data, cfg, *, epochs=None, **kw):
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        res = real(model, data, cfg, epochs=epochs, **kw)
+        seen.append({"epochs": epochs, "start": start, "epochs_run": res.epochs_run,
+                     "end": {k: v.detach().clone() for k, v in model.state_dict().items()}})
+        return res
+
+    monkeypatch.setattr(scratch, "train", spy)
+    run_dir = tmp_path / "run"
+    assert search(tmp_path, run_dir, "--n-trials", "2", "--seed-method", "uniform",
+                  extra=["search.finalists=1", "search.finetune_epochs=2",
+                         "seed_method.base_epochs=1"]) == 0
+    final = read_json(run_dir / "final.json")
+    tuned = next(r for r in final["rows"] if r["name"] == FINETUNED)
+    assert tuned["status"] == ["ok"] and tuned["epochs"] == [2]
+    base, ft = seen[-2], seen[-1]
+    assert (base["epochs"], base["epochs_run"], ft["epochs"], ft["epochs_run"]) == (1, 1, 2, 2)
+    saved = torch.load(run_dir / tuned["dir"] / f"seed{tuned['seeds'][0]}" / "model.pt",
+                       weights_only=True)
+    assert all(torch.equal(saved[n], ft["end"][n]) for n in saved)
+    # the cut network started from the trained base's weights, not a fresh initialisation
+    w = next(n for n in ft["start"] if n.endswith("weight") and ft["start"][n].dim() == 4)
+    assert any(torch.equal(ft["start"][w][0], base["end"][w][i])
+               for i in range(base["end"][w].shape[0]))
+    best = next(r for r in final["rows"] if r["name"] == "best")
+    shipped = torch.load(run_dir / "best.pt", weights_only=True)
+    scratch_pt = torch.load(run_dir / best["dir"] / f"seed{best['seeds'][0]}" / "model.pt",
+                            weights_only=True)
+    assert all(torch.equal(shipped[n], scratch_pt[n]) for n in shipped)
