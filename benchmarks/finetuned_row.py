@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         m, s, n = mean_std([r["test_acc"] for r in runs])
         rows[name] = {"runs": runs, "test_mean": m, "test_std": s, "n": n,
                       "compute_base_epochs": compute_base_epochs(runs, ratio)}
-    out = {"command": "python " + " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+    out = {"command": "python benchmarks/finetuned_row.py " + " ".join(argv or sys.argv[1:]),
            "widths": widths, "flops_ratio": ratio, "seeds": final_seeds(cfg),
            "committed_scratch_test_acc": winner["test_acc"], "rows": rows,
            "difference_finetuned_minus_scratch": diff.to_dict(),

@@ -116,7 +116,6 @@ def test_propose_writes_the_proposal_the_cli_writes(tmp_path, capsys):
     assert isinstance(res.build(), torch.nn.Module)
 
 
-@pytest.mark.slow
 def test_compare_from_python(tmp_path):
     over = _overrides(tmp_path, **{"search.n_trials": 2, "search.final_seeds": 1})
     run = nas_prune.compare(overrides=over, train_fn=fake_fit, arms=["seeds", "random"],

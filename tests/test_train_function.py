@@ -103,7 +103,6 @@ def no_builtin_trainer(monkeypatch):
     monkeypatch.setattr(scratch, "train", refuse)
 
 
-@pytest.mark.slow
 def test_the_users_loop_drives_trials_rungs_finalists_and_the_final_table(
         tmp_path, no_builtin_trainer):
     CALLS.clear()
@@ -277,7 +276,6 @@ def test_best_weights_finetuned_needs_finetune_epochs():
         load_config(None, ["search.best_weights=finetuned"])
 
 
-@pytest.mark.slow
 def test_the_fine_tuned_row_with_the_built_in_trainer(tmp_path, monkeypatch):
     """The built-in trainer trains the cut weights it is given (nothing rebuilt), for the
     epochs the row records; and with best_weights: scratch, best.pt is the scratch row's."""

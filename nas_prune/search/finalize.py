@@ -281,7 +281,7 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
     rows = []
     entries = [(name, widths, trial, *train_once(name, widths, _slug(name)))
                for name, widths, trial in final_entries(setup, records, best)]
-    if best is not None and cfg_ft(setup) is not None:
+    if best is not None and finetune_epochs_of(setup) is not None:
         sub = run_dir / FINAL_DIR / "best-finetuned"
         entries.insert(1, (FINETUNED, dict(best.widths), best, sub,
                            finetune_best(setup, dict(best.widths), out_dir=sub,
@@ -322,7 +322,7 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
                         "network's epochs for the fine-tuned row)",
              "finetune": {"rule": finetune_rule(setup), "epochs": cfg.search.finetune_epochs,
                           "base_epochs": cfg.seed_method.base_epochs}
-             if cfg_ft(setup) is not None and best is not None else None,
+             if finetune_epochs_of(setup) is not None and best is not None else None,
              "best_weights": _best_weights(setup),
              "best_rule": rule, "finalist_trials": [r.number for r in finalists],
              "selection": selection,
@@ -384,7 +384,7 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def cfg_ft(setup: SearchSetup) -> int | None:
+def finetune_epochs_of(setup: SearchSetup) -> int | None:
     """The fine-tuned row's epochs (None: no such row)."""
     return setup.cfg.search.finetune_epochs if setup.cspace.objective == "single" else None
 
