@@ -86,6 +86,10 @@ def register(fn: Callable[..., Any]) -> str:
     if not callable(fn):
         raise UserError(f"train_fn: a {type(fn).__name__} is not callable; pass a function "
                         f"{PROTOCOL}")
+    if not hasattr(fn, "__qualname__"):
+        raise UserError(f"train_fn: a {type(fn).__name__} has no name to record in the config; "
+                        f"pass a function (def fit(model, *, epochs, ...)) and give it its "
+                        f"settings inside, not a functools.partial or a callable object")
     path = path_of(fn)
     _REGISTERED[path] = fn
     return path

@@ -105,7 +105,7 @@ HEAVY = (
     "test_rethink.py::test_rethink_on_a_graph_derived_mobilenet",  # 162 s
     "test_rethink.py::test_rethink_on_an_option_a_resnet",  # 107 s
     "test_rethink.py::test_rethink_writes_every_row",  # 93 s
-    "test_search_optuna.py::test_finalists_pick_the_winner_by_mean_validation_over_the_final_seeds[third",  # 15 s
+    "test_search_optuna.py::test_finalists_pick_the_winner_by_mean_validation_over_the_final_seeds[third finalist]",  # 15 s
     "test_search_optuna.py::test_finalists_pick_the_winner_by_mean_validation_over_the_final_seeds[uniform]",  # 82 s
     "test_search_optuna.py::test_the_study_opens_in_optuna_dashboard",  # 17 s
     "test_seed_conformance.py::test_budget_met_within_one_percent[autopruner-graph_mobilenet-0.3-flops]",  # 19 s

@@ -114,3 +114,5 @@ def test_the_flops_arm_needs_another_metric() -> None:
     assert parse_arms(None, "latency") == ["seeds", "uniform", "random", "flops"]
     with pytest.raises(UserError, match="--arms: flops .* --metric latency or params"):
         parse_arms("seeds,flops", "flops")
+    with pytest.raises(UserError, match="--arms: flops alone has no row held to the budget"):
+        parse_arms("flops", "latency")

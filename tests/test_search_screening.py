@@ -86,6 +86,8 @@ def test_a_checkpoint_of_another_space_is_refused(tmp_path, capsys):
     (["search.backend=ray"], "one-shot screening runs with the optuna backend"),
     (["search.screening.promote=9"], "search.n_trials: 5 is fewer than"),
     (["search.objective=multi"], "one-shot screening needs search.objective: single"),
+    (["train.function=tests.test_train_function:fit"], "not train.function; set it to 0"),
+    (["seed_method.metric=latency"], "a latency budget measures every candidate"),
 ])
 def test_bad_screening_settings_are_one_line_errors(tmp_path, capsys, no_training, extra,
                                                     fragment):

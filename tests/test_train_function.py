@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from nas_prune import scratch
 from nas_prune.config import load_config
@@ -312,3 +313,37 @@ def test_the_fine_tuned_row_with_the_built_in_trainer(tmp_path, monkeypatch):
     scratch_pt = torch.load(run_dir / best["dir"] / f"seed{best['seeds'][0]}" / "model.pt",
                             weights_only=True)
     assert all(torch.equal(shipped[n], scratch_pt[n]) for n in shipped)
+
+
+def test_the_fine_tuned_row_refuses_what_it_cannot_serve(tmp_path, capsys, no_training):
+    """A multi-objective search has no single winner to fine-tune; a widened space's winner
+    cannot be cut from the base network: one line each, before anything trains."""
+    from nas_prune.cli import main
+
+    from .conftest import TINY_VGG
+    from .test_search_common import tiny_args
+
+    run = tmp_path / "r"
+    assert main(["search", *tiny_args(tmp_path, run, extra=[
+        "search.finetune_epochs=2", "search.objective=multi"])]) == 2
+    assert "search.finetune_epochs: the fine-tuned row follows" in capsys.readouterr().err
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(yaml.safe_dump({**TINY_VGG, "max_multiplier": 1.5}))
+    assert main(["search", *tiny_args(tmp_path, run, extra=[
+        "search.finetune_epochs=2", f"space={wide}"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "widens" in err[0] and "max_multiplier" in err[0], err
+    assert not run.exists()
+
+
+def test_a_partial_or_a_callable_object_is_refused_naming_why():
+    import functools
+
+
+    class Fit:
+        def __call__(self, model, *, epochs, seed, device, report):
+            return {"val_acc": 0.5}
+
+    for fn in (functools.partial(fit, test=False), Fit()):
+        with pytest.raises(UserError, match="not a functools.partial or a callable object"):
+            register(fn)

@@ -85,6 +85,9 @@ def parse_arms(text: str | Sequence[str] | None, metric: str = "flops") -> list[
     bad = [a for a in arms if a not in ARMS]
     if not arms or bad:
         raise UserError(f"--arms: {', '.join(bad) or 'none'}; choose from {', '.join(ARMS)}")
+    if arms == ["flops"] and metric != "flops":
+        raise UserError("--arms: flops alone has no row held to the budget; add seeds, uniform "
+                        "or random beside it")
     if "flops" in arms and metric == "flops":
         raise UserError("--arms: flops is the seeds search under a FLOPs budget, which the "
                         "seeds arm already is under --metric flops; use it with --metric "

@@ -220,7 +220,11 @@ def _surplus(trial: optuna.Trial, total: int) -> bool:
     numbers in order, and the trials ahead of one can only stop counting (an interrupted one),
     never start: so the trials with ``total`` counting ones ahead of them are exactly the
     surplus, and the study never holds more than its total. (One ahead that is interrupted
-    later is enqueued again, so the total is still reached.)"""
+    later is enqueued again, so the total is still reached.) A re-enqueued interrupted trial
+    always runs: it may be a seed or uniform baseline, which the search needs; in the rare race
+    where a fresh trial took its place first the study holds one trial more than its total."""
+    if "retry_of" in trial.user_attrs:  # an interrupted trial run again replaces it: it runs
+        return False
     ahead = sum(1 for ft in trial.study.get_trials(deepcopy=False)
                 if ft.number < trial.number and _counts(ft))
     return ahead >= total
@@ -719,6 +723,10 @@ def run_worker(storage_url: str, study_name: str | None, *, device: str | None =
                        "Optuna's documented trouble spot with several writers; for several "
                        "processes use journal:///PATH (one machine or a shared file system), "
                        "for several machines PostgreSQL (docs/scaling-out.md, 'Storages')")
+    if setup.cfg.train.function is not None:  # importable here, before a trial fails on it
+        from ..trainfn import check_function
+
+        check_function(setup.cfg.train.function)
     total = int(study.user_attrs.get(ATTR_TOTAL, setup.cfg.search.n_trials))
     _use_rules(study, setup, total=total, worker=True)
     events.message(f"joined study {study.study_name!r} in {mask_url(storage_url)}: total "

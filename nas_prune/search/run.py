@@ -114,6 +114,14 @@ def check_search_config(cfg: Config) -> None:
         if cfg.train.source != "data":
             raise UserError("search.screening.population: one-shot screening trains a network "
                             "on the data; it cannot run with train.source: table")
+        if cfg.train.function is not None:
+            raise UserError("search.screening.population: one-shot screening trains its "
+                            "weight-sharing network on the config's data with nas-prune's "
+                            "trainer, not train.function; set it to 0")
+        if cfg.seed_method.metric == "latency":
+            raise UserError("search.screening.population: one-shot screening draws its "
+                            "candidates on predicted costs, and a latency budget measures "
+                            "every candidate; set it to 0 or use a flops or params budget")
         sc = s.screening
         n_base = len({m for m in parse_methods(cfg.seed_method.name) if m != UNIFORM}) + 1
         if s.n_trials < n_base + sc.promote + sc.random_checks:
@@ -121,6 +129,10 @@ def check_search_config(cfg: Config) -> None:
                             f"seed/uniform trials plus the {sc.promote} promoted and "
                             f"{sc.random_checks} random screened candidates; raise it or lower "
                             f"search.screening.promote")
+    if s.finetune_epochs:
+        if s.objective != "single":
+            raise UserError("search.finetune_epochs: the fine-tuned row follows the single "
+                            "objective's winner; set it to null with search.objective: multi")
     backend.check(cfg)
     fn = cfg.train.function
     if fn is not None:
@@ -161,6 +173,12 @@ def check_inputs(cfg: Config) -> None:
     (the data set stays cached for the proposals)."""
     _, _, space = resolve_space(cfg)
     check_budget(space, cfg.seed_method.budget, cfg.seed_method.metric)
+    wide = [g for g, (_, hi) in space.bounds.items() if hi > space.base_widths()[g]]
+    if cfg.search.finetune_epochs and wide:
+        raise UserError(f"search.finetune_epochs: space {space.name} widens {', '.join(wide)} "
+                        f"above the base (max_multiplier), and the fine-tuned row cuts its "
+                        f"winner from the base network; set it to null or keep the bounds within "
+                        f"the base")
     ckpt = cfg.seed_method.base_checkpoint
     if ckpt and not Path(ckpt).is_file():
         raise UserError(f"seed_method.base_checkpoint: {ckpt}: no such file; check the path")

@@ -154,10 +154,11 @@ def correlation(screened: Iterable[Mapping[str, Any]], records: Iterable[Any]
 
     by_widths = {json.dumps(dict(c["widths"]), sort_keys=True): c for c in screened}
     pairs: list[tuple[float, float, str]] = []
-    for r in records:
-        if getattr(r, "state", None) != "COMPLETE" or r.val_acc is None or not r.widths:
+    for r in sorted(records, key=lambda r: r.number):  # the first trial of a screened vector
+        if getattr(r, "state", None) != "COMPLETE" or r.val_acc is None or not r.widths \
+                or getattr(r, "role", "search") != "search":  # not a seed or uniform baseline
             continue
-        c = by_widths.get(json.dumps(dict(r.widths), sort_keys=True))
+        c = by_widths.pop(json.dumps(dict(r.widths), sort_keys=True), None)
         if c is not None:
             pairs.append((float(c["score"]), float(r.val_acc), str(c.get("pick"))))
 

@@ -154,6 +154,8 @@ def _measured(method: SeedMethod, model: nn.Module | None, ctx: SeedContext, bud
         try:
             proposal = method.propose(model, ctx, asked)
         except UserError:  # the corrected budget is off the grid or below the smallest net
+            if all(t[2].value > budget + t[5] for t in tried):
+                raise  # and every network measured above the budget: it cannot be met
             break
     miss, proposal, r, source, asked, band = min(tried, key=lambda t: t[0])
     proposal.diagnostics["latency"] = {
