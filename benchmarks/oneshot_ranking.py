@@ -32,7 +32,6 @@ import torch
 
 from nas_prune._io import write_json
 from nas_prune._meta import code_version, hardware, now
-from nas_prune.budget import check_budget, uniform_widths
 from nas_prune.config import load_config, to_dict
 from nas_prune.data import load_data
 from nas_prune.oneshot import (
@@ -43,14 +42,12 @@ from nas_prune.oneshot import (
     train_shared,
 )
 from nas_prune.scratch import train_spec
-from nas_prune.search.space import CandidateSpace
 from nas_prune.stats import binomial_std
 from nas_prune.surgery import filter_l1_scores
 from nas_prune.train import train
-from nas_prune.widths import SearchSpace, space_source
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oneshot_speed import draw  # noqa: E402
+from oneshot_speed import around_uniform, draw  # noqa: E402
 
 
 def _corr(xs: list[float], ys: list[float]) -> dict:
@@ -70,13 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     cfg = load_config(args.config, ["device=cpu", *args.set])
     sc = cfg.search.screening
-    name, raw = space_source(cfg.space)
-    space = SearchSpace.from_dict(raw, name=name)
+    space, start, cspace = around_uniform(cfg)
+    name = space.name
     budget, metric = cfg.seed_method.budget, cfg.seed_method.metric
-    target = check_budget(space, budget, metric)
-    start = uniform_widths(space, budget, metric)
-    cspace = CandidateSpace(space, starts={"uniform": start}, metric=metric, target=target,
-                            tolerance=cfg.search.tolerance)
     data = load_data(cfg.data, device="cpu")
     cands = draw(cspace, start, args.candidates, cfg.random_seed)
     sdata = screening_data(data, sc, seed=cfg.random_seed)

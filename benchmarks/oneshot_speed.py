@@ -55,6 +55,18 @@ def draw(cspace: CandidateSpace, start: dict[str, int], n: int, seed: int) -> li
     return out
 
 
+def around_uniform(cfg) -> tuple[SearchSpace, dict[str, int], CandidateSpace]:
+    """The config's space, uniform at its budget, and the candidate space around uniform."""
+    name, raw = space_source(cfg.space)
+    space = SearchSpace.from_dict(raw, name=name)
+    budget, metric = cfg.seed_method.budget, cfg.seed_method.metric
+    start = uniform_widths(space, budget, metric)
+    cspace = CandidateSpace(space, starts={"uniform": start}, metric=metric,
+                            target=check_budget(space, budget, metric),
+                            tolerance=cfg.search.tolerance)
+    return space, start, cspace
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="evidence_vgg_small_25")
@@ -73,13 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     sc = OneShotConfig(**{**to_dict(sc), **{k: v for k, v in (
         ("recal_batches", args.recal_batches), ("recal_batch_size", args.recal_batch_size),
         ("val_images", args.val_images)) if v is not None}})
-    name, raw = space_source(cfg.space)
-    space = SearchSpace.from_dict(raw, name=name)
+    space, start, cspace = around_uniform(cfg)
+    name, target = space.name, cspace.target
     budget, metric = cfg.seed_method.budget, cfg.seed_method.metric
-    target = check_budget(space, budget, metric)
-    start = uniform_widths(space, budget, metric)
-    cspace = CandidateSpace(space, starts={"uniform": start}, metric=metric, target=target,
-                            tolerance=cfg.search.tolerance)
     data = load_data(cfg.data, device="cpu")
     t0 = time.perf_counter()
     cands = draw(cspace, start, args.candidates, cfg.random_seed)

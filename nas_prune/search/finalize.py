@@ -161,14 +161,18 @@ def retrain(setup: SearchSetup, widths: dict[str, int], *, name: str, out_dir: P
                    "val_acc": result.val_acc_final, "test_acc": result.test_acc,
                    "wall_time": round(result.wall_time, 3), "reason": result.reason}
         except Exception as exc:  # a failed final run is reported, the others still count
-            run = {"seed": seed, "status": "failed", "epochs": 0, "val_acc": None,
-                   "test_acc": None, "wall_time": 0.0,
-                   "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-                   if str(exc) else type(exc).__name__}
+            run = _failed_run(seed, exc)
         runs.append(run)
         if on_result is not None:
             on_result(name, seed, run)
     return runs
+
+
+def _failed_run(seed: int, exc: Exception) -> dict[str, Any]:
+    """A final run that raised: reported with its reason (the first line of the error)."""
+    return {"seed": seed, "status": "failed", "epochs": 0, "val_acc": None, "test_acc": None,
+            "wall_time": 0.0, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            if str(exc) else type(exc).__name__}
 
 
 FINETUNED = "best (fine-tuned)"
@@ -223,10 +227,7 @@ def finetune_best(setup: SearchSetup, widths: dict[str, int], *, out_dir: Path,
                    "base_val_acc": base_res.val_acc_final, "base_test_acc": base_res.test_acc,
                    "base_wall_time": round(base_res.wall_time, 3)}
         except Exception as exc:  # a failed run is reported, the others still count
-            run = {"seed": seed, "status": "failed", "epochs": 0, "val_acc": None,
-                   "test_acc": None, "wall_time": 0.0, "base_epochs": 0,
-                   "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-                   if str(exc) else type(exc).__name__}
+            run = {**_failed_run(seed, exc), "base_epochs": 0}
         runs.append(run)
         if on_result is not None:
             on_result(FINETUNED, seed, run)
