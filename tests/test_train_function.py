@@ -347,3 +347,31 @@ def test_a_partial_or_a_callable_object_is_refused_naming_why():
     for fn in (functools.partial(fit, test=False), Fit()):
         with pytest.raises(UserError, match="not a functools.partial or a callable object"):
             register(fn)
+
+
+def test_a_failed_fine_tuned_first_seed_ships_the_scratch_weights_and_says_so(tmp_path):
+    """best_weights: finetuned whose fine-tuned run left no weights: best.pt gets the scratch
+    winner's first seed, and the reason names the failed row; scratch rows are unaffected."""
+    from types import SimpleNamespace
+
+    from nas_prune.search.finalize import FINETUNED, _shipped_weights
+
+    def row(name: str, folder: str, *, weights: bool) -> dict:
+        if weights:
+            (tmp_path / folder / "seed10000").mkdir(parents=True)
+            (tmp_path / folder / "seed10000" / "model.pt").write_bytes(b"w")
+        return {"name": name, "dir": folder, "seeds": [10000]}
+
+    rows = [row("best", "final/best", weights=True), row(FINETUNED, "final/ft", weights=False)]
+
+    def setup(choice: str):
+        return SimpleNamespace(cfg=SimpleNamespace(search=SimpleNamespace(best_weights=choice)))
+
+    shipped, path = _shipped_weights(setup("finetuned"), rows, tmp_path)
+    assert shipped["source"] == "best" and "left no weights" in shipped["why"]
+    assert path == tmp_path / "final/best/seed10000/model.pt"
+    shipped, path = _shipped_weights(setup("scratch"), rows, tmp_path)
+    assert shipped["source"] == "best" and path is not None
+    rows[1] = row(FINETUNED, "final/ft2", weights=True)
+    shipped, path = _shipped_weights(setup("finetuned"), rows, tmp_path)
+    assert shipped["source"] == FINETUNED and path == tmp_path / "final/ft2/seed10000/model.pt"

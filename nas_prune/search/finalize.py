@@ -310,6 +310,7 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
                      "compute_base_epochs": compute_base_epochs(runs, attrs["flops_ratio"]),
                      "dir": str(sub.relative_to(run_dir))})
     cfg = setup.cfg
+    shipped, weights = _shipped_weights(setup, rows, run_dir)
     final = {"n_seeds": cfg.search.final_seeds,
              "base_epochs": cfg.search.final_epochs or cfg.train.epochs,
              "budget_rule": cfg.train.budget,
@@ -324,7 +325,7 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
              "finetune": {"rule": finetune_rule(setup), "epochs": cfg.search.finetune_epochs,
                           "base_epochs": cfg.seed_method.base_epochs}
              if finetune_epochs_of(setup) is not None and best is not None else None,
-             "best_weights": _best_weights(setup),
+             "best_weights": shipped,
              "best_rule": rule, "finalist_trials": [r.number for r in finalists],
              "selection": selection,
              "rows": rows, "comparisons": comparisons(rows)}
@@ -332,16 +333,12 @@ def finalize(setup: SearchSetup, records: list[TrialRecord], run_dir: str | Path
     if best is not None:
         best_row = next(r for r in rows if r["name"] == "best")
         paths += write_best(setup, best, run_dir, final_row=best_row, rule=rule,
-                            provenance={**provenance,
-                                        "best_weights": _best_weights(setup)})
-        tuned = next((r for r in rows if r["name"] == FINETUNED), None)
-        if cfg.search.best_weights == "finetuned" and tuned is not None:
-            best_row = tuned
-        weights = run_dir / best_row["dir"] / f"seed{best_row['seeds'][0]}" / "model.pt" \
-            if best_row["seeds"] else None
-        if weights is not None and weights.is_file():
+                            provenance={**provenance, "best_weights": shipped})
+        if weights is not None:
             shutil.copyfile(weights, run_dir / BEST_PT)
             paths.append(run_dir / BEST_PT)
+        else:  # no run left weights: an older best.pt must not pass for this winner's
+            (run_dir / BEST_PT).unlink(missing_ok=True)
     if setup.cspace.objective == "multi":
         paths += write_pareto(setup, records, run_dir)
     return final, paths
@@ -400,13 +397,32 @@ def compute_base_epochs(runs: list[dict[str, Any]], flops_ratio: float) -> float
     return round(sum(cost) / len(cost), 4)
 
 
-def _best_weights(setup: SearchSetup) -> dict[str, str]:
-    if setup.cfg.search.best_weights == "finetuned":
-        return {"source": FINETUNED, "why": "search.best_weights: finetuned (the weights of "
-                "the fine-tuned row's first evaluation seed; the architecture is the one chosen "
-                "from scratch)"}
-    return {"source": "best", "why": "search.best_weights: scratch (the winner trained from "
-            "scratch on the first evaluation seed, as the evidence that chose it)"}
+def _first_weights(run_dir: Path, row: dict[str, Any] | None) -> Path | None:
+    """The weights file of a final row's first evaluation seed, where that run left one."""
+    if row is None or not row["seeds"]:
+        return None
+    path = run_dir / row["dir"] / f"seed{row['seeds'][0]}" / "model.pt"
+    return path if path.is_file() else None
+
+
+def _shipped_weights(setup: SearchSetup, rows: list[dict[str, Any]], run_dir: Path
+                     ) -> tuple[dict[str, str], Path | None]:
+    """What ``best.pt`` holds and why, and the file it is copied from (None: no weights). With
+    ``search.best_weights: finetuned`` the fine-tuned row's first seed, unless that run failed:
+    then the scratch winner's, and the reason says so."""
+    best = _first_weights(run_dir, next((r for r in rows if r["name"] == "best"), None))
+    scratch = {"source": "best", "why": "search.best_weights: scratch (the winner trained "
+               "from scratch on the first evaluation seed, as the evidence that chose it)"}
+    if setup.cfg.search.best_weights != "finetuned":
+        return scratch, best
+    tuned = _first_weights(run_dir, next((r for r in rows if r["name"] == FINETUNED), None))
+    if tuned is None:
+        return {"source": "best", "why": "search.best_weights: finetuned, but the fine-tuned "
+                "row's first evaluation seed left no weights (see its reason in final.json); "
+                "the winner trained from scratch on that seed is shipped instead"}, best
+    return {"source": FINETUNED, "why": "search.best_weights: finetuned (the weights of the "
+            "fine-tuned row's first evaluation seed; the architecture is the one chosen from "
+            "scratch)"}, tuned
 
 
 def comparisons(rows: list[dict[str, Any]], *, metric: str = "test_acc") -> list[dict[str, Any]]:
