@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import check_output
-from .config import Config, from_dict, load_config, parse_set, to_dict
+from .config import Config, deep_merge, from_dict, load_config, parse_set, to_dict
 from .errors import UserError
 from .rundir import BEST_PT, TrialRecord
 from .search import SearchEvents
@@ -68,22 +68,15 @@ def _nest(overrides: Overrides) -> dict[str, Any]:
     return parse_set(list(overrides))
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def resolve(config: Config | str | Path | None = None, overrides: Overrides = None, *,
             train_fn: Callable[..., Any] | None = None) -> Config:
     """The validated config: ``config`` <- ``overrides`` <- ``train_fn``; its device present
     on this machine."""
     extra = _nest(overrides)
     if train_fn is not None:
-        extra = _merge(extra, {"train": {"function": register(train_fn)}})
+        extra = deep_merge(extra, {"train": {"function": register(train_fn)}})
     if isinstance(config, Config):
-        cfg = from_dict(Config, _merge(to_dict(config), extra)) if extra else config
+        cfg = from_dict(Config, deep_merge(to_dict(config), extra)) if extra else config
     else:
         cfg = load_config(config, **extra)
     resolve_device(cfg.device)

@@ -574,10 +574,11 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` laid on it, nested mappings merged key by key."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k),
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k),
                                                                               dict) else v
     return out
 
@@ -617,8 +618,8 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
     path = config_path(name_or_path or DEFAULT_CONFIG)
     if name_or_path is not None or path.is_file():
         data = read_yaml(path, what="config")
-    data = _deep_merge(data, {k: v for k, v in extra.items() if v is not None})
-    data = _deep_merge(data, parse_set(overrides))
+    data = deep_merge(data, {k: v for k, v in extra.items() if v is not None})
+    data = deep_merge(data, parse_set(overrides))
     return from_dict(Config, data)
 
 

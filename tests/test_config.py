@@ -133,7 +133,7 @@ def test_the_closed_ends_of_each_range_are_accepted(key, value):
     base = {"data": {"val_size": 100}}
     if key == "search.best_weights":
         base["search"] = {"finetune_epochs": 1}
-    cfg = from_dict(Config, C._deep_merge(base, _nest(key, value)))
+    cfg = from_dict(Config, C.deep_merge(base, _nest(key, value)))
     got = cfg
     for part in key.split("."):
         got = getattr(got, part)
