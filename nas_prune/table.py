@@ -257,7 +257,7 @@ def check_table(cfg: Any, space: SearchSpace) -> ResultsTable | None:
         return None
     table = ResultsTable.load(path)
     table.check(space)
-    wide = [g for g, (_, hi) in space.bounds.items() if hi > space.base_widths()[g]]
+    wide = space.widened_groups()
     if wide:
         raise UserError(f"search space {space.name}: widens {', '.join(wide)} above the base "
                         f"(max_multiplier or bounds), but table {path} holds allocations up to "

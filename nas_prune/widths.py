@@ -250,6 +250,11 @@ class SearchSpace:
     def max_widths(self) -> Widths:
         return {g: hi for g, (_, hi) in self.bounds.items()}
 
+    def widened_groups(self) -> list[str]:
+        """The groups whose maximum lies above their base width (``max_multiplier`` or bounds)."""
+        base = self.base_widths()
+        return [g for g, (_, hi) in self.bounds.items() if hi > base[g]]
+
     def divisor_of(self, group: str) -> int:
         """The channel divisor of ``group``."""
         return self.divisors.get(group, self.divisor)

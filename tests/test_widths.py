@@ -180,6 +180,7 @@ def test_max_multiplier_widens_every_group_and_keeps_the_base_as_reference(tiny_
     for g, base in wide.base_widths().items():
         assert plain.bounds[g][1] == base
         assert wide.bounds[g][1] == max(base, int(base * 1.5) // 2 * 2) > base
+    assert wide.widened_groups() == wide.group_names and plain.widened_groups() == []
     widths = wide.validate(wide.max_widths())
     assert widths != wide.base_widths()
     assert wide.count(widths) == _traced(wide.family, widths)

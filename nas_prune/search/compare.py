@@ -202,7 +202,7 @@ def _final_for_budget(budget: float, bdir: Path, results: dict[str, Any],
     is measured afresh against the base network (interleaved), one after the other in this
     process, and marked whether it meets the budget. The ``flops`` arm adds its winner only:
     its proposals are the FLOPs-budget ones, not the rows held to the budget."""
-    own = {arm: r for arm, r in results.items() if arm != "flops"} or results
+    own = {arm: r for arm, r in results.items() if arm != "flops"}  # never empty: parse_arms
     setup = next(iter(own.values()))["setup"]
     entries: list[tuple[str, dict[str, int]]] = []
     for arm, r in results.items():

@@ -173,7 +173,7 @@ def check_inputs(cfg: Config) -> None:
     (the data set stays cached for the proposals)."""
     _, _, space = resolve_space(cfg)
     check_budget(space, cfg.seed_method.budget, cfg.seed_method.metric)
-    wide = [g for g, (_, hi) in space.bounds.items() if hi > space.base_widths()[g]]
+    wide = space.widened_groups()
     if cfg.search.finetune_epochs and wide:
         raise UserError(f"search.finetune_epochs: space {space.name} widens {', '.join(wide)} "
                         f"above the base (max_multiplier), and the fine-tuned row cuts its "
