@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ def measure(compare_json: Path, budget_index: int) -> dict:
     import torch
 
     from nas_prune.config import Config, from_dict
-    from nas_prune.latency import measure_many, ratio_of
+    from nas_prune.latency import Measurement, measure_many, ratio_of
     from nas_prune.widths import SearchSpace
 
     out = json.loads(compare_json.read_text())
@@ -46,7 +47,7 @@ def measure(compare_json: Path, budget_index: int) -> dict:
     times = measure_many(nets, space.family.input_shape, cfg.latency)
     ratios = {key: ratio_of(t, times[0], cfg.latency.busy_spread).to_dict()
               for key, t in zip(distinct, times[1:], strict=True)}
-    return {"base_median_ms": sorted(times[0])[len(times[0]) // 2] / 1e6, "ratios": ratios}
+    return {"base_median_ms": Measurement.of(times[0]).median_ms, "ratios": ratios}
 
 
 def main() -> int:
@@ -75,7 +76,7 @@ def main() -> int:
         key = json.dumps(r["widths"], sort_keys=True)
         vals = [run["ratios"][key]["ratio"] for run in runs]
         rows.append({"name": r["name"], "widths": r["widths"], "ratios": vals,
-                     "median": sorted(vals)[len(vals) // 2],
+                     "median": statistics.median(vals),
                      "max_over_min": max(vals) / min(vals),
                      "busy": [run["ratios"][key]["busy"] for run in runs],
                      "in_run": r.get("latency_ratio"), "flops_ratio": r["flops_ratio"],
