@@ -141,3 +141,49 @@ def test_suggest_samples_the_declared_parameters_and_round_trips() -> None:
     again = CandidateSpace.from_dict(cs.to_dict())
     assert again.decode(params) == cs.decode(params)
     assert again.starts == cs.starts and again.target == cs.target
+
+
+class _ScriptedLatency:
+    """A latency predictor whose prediction is the FLOPs and whose measured ratios to the base
+    network come from a script, one per measurement."""
+
+    def __init__(self, space: SearchSpace, measured: list[float]) -> None:
+        self.space, self.measured = space, list(measured)
+
+    def predict(self, widths) -> int:
+        return self.space.cost(widths)
+
+    def measure_ratio(self, widths):
+        from types import SimpleNamespace
+
+        v = self.measured.pop(0)
+        return SimpleNamespace(value=v, low=v - 0.001, high=v + 0.001), None
+
+
+def test_a_missed_latency_is_corrected_against_the_budget_not_compounded() -> None:
+    import dataclasses
+
+    plain = SearchSpace.from_dict(TINY, name="t")
+    # measured: over the budget, over again although the prediction fell, then on it
+    space = dataclasses.replace(plain, latency=_ScriptedLatency(plain, [0.29, 0.29, 0.25]))
+    base = space.base_cost("latency")
+    cs = CandidateSpace(space, starts={"uniform": uniform_widths(plain, 0.25)}, metric="latency",
+                        target=round(0.25 * base), tolerance=0.02, objective="single",
+                        source={"name": "t", "data": TINY})
+    asked, project = [], cs.project
+
+    def recording(start, mults, target=None):
+        out = project(start, mults, target=target)
+        asked.append((target, space.cost(out[0]) / base))  # (target, its projection's ratio)
+        return out
+
+    cs.project = recording
+    params = {START: "uniform", **{f"{MULT}{g}": 1.1 for g in cs.groups}}
+    first = project(cs.starts["uniform"], {g: 1.1 for g in cs.groups})[0]
+    cand = cs.decode(params)
+    assert cand.latency.value == 0.25 and not cand.rejected
+    predicted = [space.cost(first) / base, asked[1][1]]
+    assert len(asked) == 3  # the decode's own projection, then two corrections
+    for (target, _), pred, meas in zip(asked[1:], predicted, [0.29, 0.29], strict=True):
+        # each correction is the budget times the last candidate's predicted / measured
+        assert target == pytest.approx(0.25 * base * pred / meas, abs=1)
