@@ -251,8 +251,10 @@ def test_the_oneshot_arm_never_spends_more_than_the_others(trials, network, n, e
 @pytest.mark.parametrize("network, screening, fragments", [
     (12.0, 0.5, ["search.n_trials", "search.screening.epochs: 3", "costs 12.00 trials",
                  "more than the 10 trials"]),
-    (5.0, 1.5, ["search.n_trials: 10 trials per arm leave the oneshot arm 3", "5.00 trials",
-                "100 candidates, 1.50 trials", "fewer than the 5 it needs"]),
+    (5.0, 1.5, ["search.n_trials: 10 trials per arm leave the oneshot arm 3",
+                "weight-sharing training (search.screening.epochs: 3, 5.00 trials)",
+                "100 candidates, 1.50 trials", "fewer than the 5 it needs",
+                "lower search.screening.promote, .epochs or .population"]),
 ])
 def test_too_few_trials_for_the_oneshot_arm_is_one_line(network, screening, fragments):
     from nas_prune.errors import UserError
@@ -265,3 +267,18 @@ def test_too_few_trials_for_the_oneshot_arm_is_one_line(network, screening, frag
         oneshot_trials(10, cost, n_base=2, promote=2, random_checks=1, epochs=3)
     msg = str(err.value)
     assert "\n" not in msg and all(f in msg for f in fragments), msg
+
+
+def test_too_few_trials_with_the_base_score_names_no_network_training():
+    from nas_prune.errors import UserError
+    from nas_prune.search.compare import oneshot_trials
+    from nas_prune.search.screening import ScreeningCost
+
+    cost = ScreeningCost(score="base", trial=1.0, network=0.0, screening=8.5, candidates=1000)
+    with pytest.raises(UserError) as err:
+        oneshot_trials(12, cost, n_base=2, promote=8, random_checks=2, epochs=3)
+    assert str(err.value) == (
+        "search.n_trials: 12 trials per arm leave the oneshot arm 3 from-scratch trials after "
+        "its screening (1000 candidates, 8.50 trials), fewer than the 12 it needs "
+        "(2 seed/uniform, 8 promoted, 2 random); raise search.n_trials or lower "
+        "search.screening.promote or .population")

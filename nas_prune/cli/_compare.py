@@ -79,10 +79,12 @@ def run_compare(args: argparse.Namespace) -> int:
     for res in result["results"]:
         out.message("")
         out.message(f"budget {res['budget']:g}:")
-        rows = [[a, c["compute"]["trials"], c["compute"]["trainings"],
+        rows = [[a, f"{c['compute'].get('trial_equivalents', c['compute']['trials']):.2f}",
+                 c["compute"]["trials"], c["compute"]["trainings"],
                  c["compute"]["epochs_trained"], c["best_trial"]]
                 for a, c in res["arms"].items()]
-        out.message(table(rows, ["arm", "trials", "trainings", "epochs trained", "best trial"]))
+        out.message(table(rows, ["arm", "compute (trials)", "trials", "trainings",
+                                 "epochs trained", "best trial"]))
         out.message(rows_table(res["rows"], res.get("metric", "flops")))
         out.message(comparison_table(res["comparisons"]))
     out.message("written:")

@@ -135,21 +135,21 @@ def oneshot_trials(n_trials: int, cost: ScreeningCost, *, n_base: int, promote: 
     screened ones is a one-line error naming the settings and the numbers."""
     left = n_trials - math.ceil(cost.trials - 1e-9)
     need = n_base + promote + random_checks
-    what = "weight-sharing training" if cost.score == "shared" else "base network"
     if cost.score == "shared" and cost.network_trials >= n_trials:
         raise UserError(f"search.n_trials: the oneshot arm's weight-sharing training "
                         f"(search.screening.epochs: {epochs}) costs {cost.network_trials:.2f} "
                         f"trials, more than the {n_trials} trials of each arm; raise "
                         f"search.n_trials or lower search.screening.epochs")
     if left < need:
+        network = f"weight-sharing training (search.screening.epochs: {epochs}, " \
+            f"{cost.network_trials:.2f} trials) and " if cost.score == "shared" else ""
         raise UserError(f"search.n_trials: {n_trials} trials per arm leave the oneshot arm "
-                        f"{max(left, 0)} from-scratch trials after its {what} "
-                        f"(search.screening.epochs: {epochs}, {cost.network_trials:.2f} trials) "
-                        f"and screening ({cost.candidates} candidates, "
-                        f"{cost.screening_trials:.2f} trials), fewer than the {need} it needs "
-                        f"({n_base} seed/uniform, {promote} promoted, {random_checks} random); "
-                        f"raise search.n_trials or lower search.screening.epochs or "
-                        f"search.screening.population")
+                        f"{max(left, 0)} from-scratch trials after its {network}screening "
+                        f"({cost.candidates} candidates, {cost.screening_trials:.2f} trials), "
+                        f"fewer than the {need} it needs ({n_base} seed/uniform, {promote} "
+                        f"promoted, {random_checks} random); raise search.n_trials or lower "
+                        f"search.screening.promote"
+                        f"{', .epochs' if cost.score == 'shared' else ''} or .population")
     return left
 
 
