@@ -106,6 +106,19 @@ def test_base_network_screening_trains_no_shared_network(tmp_path, capsys, monke
     assert summary["base_network"]["order"] == "L1 norm of each filter"
 
 
+def test_the_base_score_refuses_a_space_above_the_base(tmp_path, capsys, no_training):
+    space = write_yaml(tmp_path / "wide.yaml", {**TINY_VGG, "max_multiplier": 1.5})
+    run = tmp_path / "run"
+    rc = main(["search", *tiny_args(tmp_path, run, extra=SCREEN + [
+        f"space={space}", "search.screening.score=base"]), "--seed-method", "l1norm",
+        "--n-trials", "5"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "search.screening.score: base cuts candidates from the base " \
+        "network, and space wide widens" in err[0] and "score: shared" in err[0], err
+    assert not run.exists()
+
+
 def test_a_checkpoint_of_another_space_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     other = SearchSpace.from_dict(TINY_RESNET, name="tiny_resnet")
