@@ -75,7 +75,7 @@ def test_screening_promotes_by_score_and_records_the_correlation(tmp_path, capsy
     assert [c["widths"] for c in chosen] == [c["widths"] for c in top + rand]
 
 
-@pytest.mark.slow  # ~18 s: a base network, a search with screening, trials and a final run
+@pytest.mark.slow  # 8-26 s: a base network, a search with screening, trials, a final run
 def test_base_network_screening_trains_no_shared_network(tmp_path, capsys, monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("score: base trained a weight-sharing network")
@@ -154,7 +154,7 @@ def test_bad_screening_settings_are_one_line_errors(tmp_path, capsys, no_trainin
     assert not (run / "oneshot").exists()
 
 
-@pytest.mark.slow  # ~18 s: two arms (7 trials each at equal compute) and their final runs
+@pytest.mark.slow  # ~17 s: two arms (7 trials of compute each) and their final runs
 def test_oneshot_compare_arm_runs_end_to_end(tmp_path, capsys):
     run = tmp_path / "cmp"
     args = tiny_args(tmp_path, run, extra=SCREEN + ["search.final_seeds=2"])
