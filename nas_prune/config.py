@@ -35,7 +35,7 @@ from .data import DataConfig
 from .errors import UserError
 from .latency import BACKENDS as LATENCY_BACKENDS
 from .latency import LatencyConfig
-from .oneshot import MAX_POPULATION, OneShotConfig
+from .oneshot import MAX_POPULATION, SCORES, OneShotConfig
 from .seeds import SEED_METHODS, get_method, parse_methods
 from .train import BUDGETS, SCHEDULES, TrainConfig
 
@@ -469,6 +469,7 @@ RULES: dict[str, Any] = {
     "search.screening.population": Range(0, MAX_POPULATION),
     "search.screening.promote": Range(1, 10_000),
     "search.screening.random_checks": Range(0, 10_000),
+    "search.screening.score": OneOf(SCORES),
     "search.ray.address": NonEmpty("'auto' or ray://HOST:PORT (or null)"),
     "search.rungs": Rungs(),
     "search.reduction_factor": Range(2, 100),

@@ -49,15 +49,23 @@ from .surgery import cut_down, keep_from_scores
 from .train import TrainConfig, lr_lambda, make_optimizer
 from .widths import SearchSpace
 
-__all__ = ["CHECKPOINT_FORMAT", "BaseNetCandidates", "OneShotConfig", "ScreeningData",
-           "SharedNet", "load_shared", "random_widths", "recalibrate_bn", "sandwich_cost",
-           "save_shared", "screen", "screening_data", "train_shared"]
+__all__ = ["CHECKPOINT_FORMAT", "FORWARD_PER_TRAINING_PASS", "SCORES", "BaseNetCandidates",
+           "OneShotConfig", "ScreeningData", "SharedNet", "load_shared", "planned_sandwich_cost",
+           "planned_screening_images", "random_widths", "recalibrate_bn", "sandwich_cost",
+           "sandwich_widths", "save_shared", "screen", "screening_cost", "screening_data",
+           "train_shared"]
 
 #: bumped when the checkpoint's layout or the shared network's slicing rule changes
 CHECKPOINT_FORMAT = 1
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CACHE = 64  # candidate structures kept per shared network
 MAX_POPULATION = 1_000_000  # screened candidates of one search
+#: where a screened candidate's weights come from: the weight-sharing network, or a seed
+#: method's trained base network cut to the candidate's widths (no training)
+SCORES = ("shared", "base")
+#: a training step (forward and backward) counted as this many forward passes, to state
+#: screening (forward passes only) in trainings of the base network
+FORWARD_PER_TRAINING_PASS = 3
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,15 @@ class OneShotConfig:
     population: int = 0
     promote: int = 8  # the best this many by screening score become trials
     random_checks: int = 2  # and this many other screened candidates, drawn at random
+    # shared: a weight-sharing network trained for `epochs` scores the candidates; base: they
+    # are cut from the first seed method's trained base network, channels by its importance
+    # (no training at all)
+    score: str = "shared"
 
     def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise UserError(f"search.screening.score: {self.score!r}; choose one of "
+                            f"{', '.join(SCORES)}")
         for key, lo, hi in (("epochs", 1, 100_000), ("random_widths", 0, 64),
                             ("recal_batches", 1, 10_000), ("recal_batch_size", 1, 1 << 20),
                             ("val_images", 1, 1 << 30), ("population", 0, MAX_POPULATION),
@@ -187,6 +202,14 @@ def random_widths(space: SearchSpace, rng: random.Random) -> dict[str, int]:
 
 
 # ---- sandwich-rule training ----------------------------------------------------------------
+def sandwich_widths(space: SearchSpace, rng: random.Random, random_count: int
+                    ) -> list[dict[str, int]]:
+    """The width vectors one sandwich step trains: the widest, the narrowest and
+    ``random_count`` random ones drawn from ``rng``."""
+    return [space.max_widths(), space.min_widths()] + [random_widths(space, rng)
+                                                       for _ in range(random_count)]
+
+
 def sandwich_cost(space: SearchSpace, widths_per_step: Sequence[Sequence[Mapping[str, int]]],
                   *, epochs: int, base_epochs: int) -> float:
     """The training cost in trainings of the base network (``base_epochs`` epochs at the base
@@ -197,6 +220,19 @@ def sandwich_cost(space: SearchSpace, widths_per_step: Sequence[Sequence[Mapping
     base = space.cost(space.base_widths())
     per_step = sum(sum(space.cost(w) for w in step) for step in widths_per_step)
     return per_step / len(widths_per_step) / base * epochs / base_epochs
+
+
+def planned_sandwich_cost(space: SearchSpace, *, n_train: int, train: TrainConfig,
+                          oneshot: OneShotConfig, seed: int = 0) -> float:
+    """The cost :func:`train_shared` will record, in trainings of the base network, without
+    training: the same width vectors drawn from the same seed over the steps of one epoch
+    (``n_train`` images in batches of ``train.batch_size``, the last partial one dropped)."""
+    bs = min(train.batch_size, n_train)
+    if bs < 1:
+        return 0.0
+    rng = random.Random(seed)
+    steps = [sandwich_widths(space, rng, oneshot.random_widths) for _ in range(n_train // bs)]
+    return sandwich_cost(space, steps, epochs=oneshot.epochs, base_epochs=train.epochs)
 
 
 def train_shared(shared: SharedNet, data: Splits, cfg: TrainConfig, oneshot: OneShotConfig, *,
@@ -226,7 +262,7 @@ def train_shared(shared: SharedNet, data: Splits, cfg: TrainConfig, oneshot: One
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch * epochs,
                                                              steps_per_epoch))
-    widest, narrowest = space.max_widths(), space.min_widths()
+    widest = space.max_widths()
     losses: list[float] = []
     step_widths: list[list[dict[str, int]]] = []
     t0, step = time.perf_counter(), 0
@@ -235,8 +271,7 @@ def train_shared(shared: SharedNet, data: Splits, cfg: TrainConfig, oneshot: One
         for x, y in batches(data.train, bs, shuffle=True, drop_last=True, generator=gen):
             if data.crop_padding or data.hflip:
                 x = augment(x, padding=data.crop_padding, hflip=data.hflip, generator=gen)
-            ws = [widest, narrowest] + [random_widths(space, rng)
-                                        for _ in range(oneshot.random_widths)]
+            ws = sandwich_widths(space, rng, oneshot.random_widths)
             opt.zero_grad(set_to_none=True)
             out = shared.forward(widest, x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
@@ -319,6 +354,17 @@ class ScreeningData:
     val_x: torch.Tensor
     val_y: torch.Tensor
 
+    @property
+    def images(self) -> int:
+        """Images a candidate's screening runs forward: recalibration and validation."""
+        return sum(len(x) for x in self.recal) + len(self.val_y)
+
+
+def planned_screening_images(oneshot: OneShotConfig, *, n_train: int, n_val: int) -> int:
+    """What :attr:`ScreeningData.images` will be for splits of these sizes."""
+    return oneshot.recal_batches * min(oneshot.recal_batch_size, n_train) + \
+        min(oneshot.val_images, n_val)
+
 
 def _cl(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
@@ -372,6 +418,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     correct = sum(int((model(x[i: i + batch_size]).argmax(1) == y[i: i + batch_size]).sum())
                   for i in range(0, len(y), batch_size))
     return correct / max(1, len(y))
+
+
+def screening_cost(space: SearchSpace, flops: Sequence[int], *, images: int, n_train: int,
+                   base_epochs: int) -> float:
+    """Screening in trainings of the base network, by FLOPs: each candidate (``flops``, one
+    entry per candidate) runs ``images`` images forward (recalibration and validation); a
+    training of the base network is ``base_epochs`` epochs of ``n_train`` images at the base
+    widths, a forward and backward pass counted as :data:`FORWARD_PER_TRAINING_PASS` forward
+    passes."""
+    if n_train < 1 or base_epochs < 1:
+        return 0.0
+    return sum(int(f) for f in flops) * images / (
+        FORWARD_PER_TRAINING_PASS * space.base_cost("flops") * n_train * base_epochs)
 
 
 def screen(candidate: nn.Module, sdata: ScreeningData) -> float:

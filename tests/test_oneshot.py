@@ -14,6 +14,7 @@ from nas_prune.oneshot import (
     OneShotConfig,
     SharedNet,
     load_shared,
+    planned_sandwich_cost,
     recalibrate_bn,
     save_shared,
     screen,
@@ -50,6 +51,9 @@ def test_sandwich_trains_widest_and_narrowest_every_step(tiny_vgg_space, tiny_da
         assert not torch.equal(p.detach(), before[name]), f"{name} did not train"
     # cost: more than one widest-network epoch, less than (2 + N) of them, in base trainings
     assert 1.0 < rec["cost_base_trainings"] < 2 + ONE.random_widths
+    # predicted exactly before training (what compare deducts from the oneshot arm's trials)
+    assert planned_sandwich_cost(tiny_vgg_space, n_train=len(tiny_data.train), train=TINY_TRAIN,
+                                 oneshot=ONE, seed=0) == rec["cost_base_trainings"]
     assert all(torch.isfinite(torch.tensor(rec["train_loss"])))
 
 

@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 import nas_prune.search.screening as screening
+from nas_prune._yaml import write_yaml
 from nas_prune.cli import main
+from nas_prune.config import load_config
 from nas_prune.oneshot import SharedNet, save_shared
 from nas_prune.rundir import read_json
 from nas_prune.search import load_run
 from nas_prune.widths import SearchSpace
 
-from .conftest import TINY_RESNET
+from .conftest import TINY_RESNET, TINY_VGG, tiny_overrides
 from .test_search_common import search, tiny_args
 
 SCREEN = ["search.screening.population=24", "search.screening.promote=1",
@@ -36,7 +39,7 @@ def test_screening_promotes_by_score_and_records_the_correlation(tmp_path, capsy
     run = tmp_path / "run"
     assert search(tmp_path, run, "--n-trials", "4", "--final-seeds", "1", extra=SCREEN) == 0
     out = capsys.readouterr().out
-    assert "screening vs top-rung validation accuracy: Spearman" in out
+    assert "screening (shared) vs top-rung validation accuracy: Spearman" in out
     assert (run / "oneshot" / "shared.pt").is_file()
     screened = _jsonl(run / "oneshot" / "screened.jsonl")
     assert 3 <= len(screened) <= 24
@@ -55,6 +58,11 @@ def test_screening_promotes_by_score_and_records_the_correlation(tmp_path, capsy
     assert corr["by_pick"]["random"]["n"] == 1
     assert corr["spearman"] is None or -1 <= corr["spearman"] <= 1
     assert info["screening"]["shared_training"]["cost_base_trainings"] > 0
+    assert info["screening"]["score"] == "shared"
+    cost = info["screening"]["cost"]
+    assert cost["network_base_trainings"] == pytest.approx(
+        info["screening"]["shared_training"]["cost_base_trainings"], rel=1e-5)
+    assert cost["screening_base_trainings"] > 0 and cost["trial_base_trainings"] > 0
 
     # screening again in the same run directory loads the shared network: never retrains it
     def refuse(*a, **k):
@@ -65,6 +73,50 @@ def test_screening_promotes_by_score_and_records_the_correlation(tmp_path, capsy
     chosen, summary = screening.run_screening(setup, run)
     assert summary["shared_training"]["loaded"] is True
     assert [c["widths"] for c in chosen] == [c["widths"] for c in top + rand]
+
+
+@pytest.mark.slow  # 8-26 s: a base network, a search with screening, trials, a final run
+def test_base_network_screening_trains_no_shared_network(tmp_path, capsys, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("score: base trained a weight-sharing network")
+
+    monkeypatch.setattr(screening, "train_shared", refuse)
+    run = tmp_path / "run"
+    extra = SCREEN + ["search.screening.score=base", "seed_method.base_epochs=1",
+                      "search.screening.population=12"]
+    assert search(tmp_path, run, "--seed-method", "slimming", "--n-trials", "4",
+                  "--final-seeds", "1", extra=extra) == 0
+    out = capsys.readouterr().out
+    assert "screening (base) vs top-rung validation accuracy: Spearman" in out
+    assert "candidates cut from slimming's base network (cached, no training)" in out
+    assert not (run / "oneshot" / "shared.pt").exists()
+    info = read_json(run / "search.json")["screening"]
+    assert info["score"] == "base" and "shared_training" not in info
+    assert info["base_network"]["method"] == "slimming"
+    assert info["base_network"]["source"] == "cached"  # the proposal's, from RUN/bases
+    assert info["base_network"]["order"].startswith("slimming importance")
+    assert info["cost"]["network_base_trainings"] == 0 and info["cost"]["screening_trials"] > 0
+    corr = info["correlation"]
+    assert corr["n"] == 2 and corr["by_pick"]["top"]["n"] == 1
+    screened = _jsonl(run / "oneshot" / "screened.jsonl")
+    assert len(screened) >= 3 and all(0 <= c["score"] <= 1 for c in screened)
+    # without the proposals' scores at hand (run_screening called on its own): L1 norms
+    _, setup, _ = load_run(run)
+    _, summary = screening.run_screening(setup, run)
+    assert summary["base_network"]["order"] == "L1 norm of each filter"
+
+
+def test_the_base_score_refuses_a_space_above_the_base(tmp_path, capsys, no_training):
+    space = write_yaml(tmp_path / "wide.yaml", {**TINY_VGG, "max_multiplier": 1.5})
+    run = tmp_path / "run"
+    rc = main(["search", *tiny_args(tmp_path, run, extra=SCREEN + [
+        f"space={space}", "search.screening.score=base"]), "--seed-method", "l1norm",
+        "--n-trials", "5"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "search.screening.score: base cuts candidates from the base " \
+        "network, and space wide widens" in err[0] and "score: shared" in err[0], err
+    assert not run.exists()
 
 
 def test_a_checkpoint_of_another_space_is_refused(tmp_path, capsys):
@@ -88,6 +140,9 @@ def test_a_checkpoint_of_another_space_is_refused(tmp_path, capsys):
     (["search.objective=multi"], "one-shot screening needs search.objective: single"),
     (["train.function=tests.test_train_function:fit"], "not train.function; set it to 0"),
     (["seed_method.metric=latency"], "a latency budget measures every candidate"),
+    (["search.screening.score=eagle"],
+     "search.screening.score: 'eagle'; choose one of shared, base"),
+    (["search.screening.score=base"], "and random trains none; seed a method with a base"),
 ])
 def test_bad_screening_settings_are_one_line_errors(tmp_path, capsys, no_training, extra,
                                                     fragment):
@@ -99,11 +154,11 @@ def test_bad_screening_settings_are_one_line_errors(tmp_path, capsys, no_trainin
     assert not (run / "oneshot").exists()
 
 
-@pytest.mark.slow  # ~9 s: two arms and their final runs
+@pytest.mark.slow  # ~17 s: two arms (7 trials of compute each) and their final runs
 def test_oneshot_compare_arm_runs_end_to_end(tmp_path, capsys):
     run = tmp_path / "cmp"
     args = tiny_args(tmp_path, run, extra=SCREEN + ["search.final_seeds=2"])
-    rc = main(["compare", *args, "--arms", "uniform,oneshot", "--n-trials", "4",
+    rc = main(["compare", *args, "--arms", "uniform,oneshot", "--n-trials", "7",
                "--rungs", "1"])
     assert rc == 0, capsys.readouterr().err
     out = read_json(run / "compare.json")
@@ -113,6 +168,130 @@ def test_oneshot_compare_arm_runs_end_to_end(tmp_path, capsys):
     assert comp["screening"]["screened"] >= 2 and comp["screening"]["shared_base_trainings"] > 0
     assert "screening" not in res["arms"]["uniform"]["compute"]
     assert any(r["name"] == "arm:oneshot" for r in res["rows"])
-    assert "weight-sharing training" in (run / "compare.md").read_text()
+    # equal compute: the oneshot arm's trials were cut by what its screening costs in trials
+    uni = res["arms"]["uniform"]["compute"]
+    assert uni["trials"] == res["arms"]["uniform"]["n_trials"] == 7
+    assert comp["trials"] == res["arms"]["oneshot"]["n_trials"] < 7
+    assert abs(comp["trial_equivalents"] - uni["trial_equivalents"]) <= 1
+    planned = res["arms"]["oneshot"]["planned_screening"]
+    assert planned["network_base_trainings"] == pytest.approx(  # predicted before training
+        comp["screening"]["shared_base_trainings"], rel=1e-5)
+    assert comp["trials"] == 7 - math.ceil(planned["trials"])
+    text = (run / "compare.md").read_text()
+    assert "| compute (trials) |" in text
+    assert f"oneshot: {comp['trial_equivalents']:.2f} trials = {comp['trials']} from-scratch " \
+           f"trials + " in text and "weight-sharing training" in text
     assert torch.load(Path(res["arms"]["oneshot"]["run_dir"]) / "oneshot" / "shared.pt",
                       weights_only=True)["space"]["name"] == "tiny_search"
+
+
+# ---- equal compute: the arithmetic, without training ----------------------------------------
+def _cfg(tmp_path, *sets: str):
+    space = tmp_path / "tiny_vgg.yaml"
+    if not space.is_file():
+        write_yaml(space, TINY_VGG)
+    return load_config(None, tiny_overrides(space) + ["seed_method.budget=0.5", *sets])
+
+
+def test_a_trial_costs_its_planned_epochs_at_its_flops(tmp_path):
+    from nas_prune.search.screening import trial_base_trainings
+    from nas_prune.search.space import CandidateSpace
+
+    cfg = _cfg(tmp_path, "train.epochs=4", "train.budget=scratch-e")
+    space = SearchSpace.load(cfg.space)
+    base = space.base_cost("flops")
+    target = CandidateSpace(space, starts={"uniform": space.base_widths()},
+                            target=base // 2).target
+    # Scratch-E: the base epochs at half the FLOPs: half a training of the base network
+    assert trial_base_trainings(space, cfg) == pytest.approx(target / base, rel=0.02)
+    # Scratch-B: twice the epochs at half the FLOPs: one training of the base network
+    cfg_b = _cfg(tmp_path, "train.epochs=4", "train.budget=scratch-b")
+    assert trial_base_trainings(space, cfg_b) == pytest.approx(2 * target / base, rel=0.02)
+    # rungs: every rung's complete schedule on each of its seeds
+    cfg_r = _cfg(tmp_path, "train.epochs=4", "train.budget=scratch-e",
+                 "search.rungs=[{epochs: 1, seeds: 1}, {epochs: 4, seeds: 2}]")
+    assert trial_base_trainings(space, cfg_r) == pytest.approx(
+        trial_base_trainings(space, cfg) * (1 + 4 * 2) / 4)
+
+
+def test_screening_cost_counts_forward_passes_against_a_training(tiny_vgg_space):
+    from nas_prune.oneshot import screening_cost
+
+    base = tiny_vgg_space.base_cost("flops")
+    # 30 candidates at the base FLOPs, 100 images each, against 2 epochs of 500 images
+    # trained (a step = 3 forward passes): 3000 / 3000
+    assert screening_cost(tiny_vgg_space, [base] * 30, images=100, n_train=500,
+                          base_epochs=2) == pytest.approx(1.0)
+    assert screening_cost(tiny_vgg_space, [base // 2] * 30, images=100, n_train=500,
+                          base_epochs=2) == pytest.approx(0.5, rel=1e-3)
+
+
+def test_planned_cost_and_the_oneshot_arms_trials(tmp_path):
+    from nas_prune.search.compare import oneshot_config
+    from nas_prune.search.screening import planned_cost
+
+    sets = ["search.screening.population=50", "search.screening.epochs=2",
+            "search.screening.promote=2", "search.screening.random_checks=1",
+            "search.screening.recal_batches=1", "search.screening.recal_batch_size=50",
+            "search.screening.val_images=50", "search.n_trials=12"]
+    cfg = _cfg(tmp_path, *sets)
+    space = SearchSpace.load(cfg.space)
+    cost = planned_cost(cfg, space, n_train=400, n_val=100)
+    assert cost.network > 1.0  # two sandwich epochs, each more than a widest-network epoch
+    assert cost.trials == pytest.approx((cost.network + cost.screening) / cost.trial)
+    base_cost = planned_cost(_cfg(tmp_path, *sets, "search.screening.score=base"), space,
+                             n_train=400, n_val=100)
+    assert base_cost.network == 0 and base_cost.screening == pytest.approx(cost.screening)
+    acfg, planned = oneshot_config(cfg)  # the tiny data: 400 training, 100 validation images
+    assert planned.to_dict() == cost.to_dict()
+    assert acfg.search.n_trials == 12 - math.ceil(cost.trials)
+    assert acfg.search.n_trials + cost.trials == pytest.approx(12, abs=1)
+    assert acfg.search.n_trials + cost.trials <= 12
+
+
+@pytest.mark.parametrize("trials, network, n, expected", [
+    (2.3, 1.0, 10, 7), (2.0, 1.0, 10, 8), (0.0, 0.0, 10, 10), (5.0, 0.0, 10, 5)])
+def test_the_oneshot_arm_never_spends_more_than_the_others(trials, network, n, expected):
+    from nas_prune.search.compare import oneshot_trials
+    from nas_prune.search.screening import ScreeningCost
+
+    cost = ScreeningCost(score="shared", trial=0.5, network=network * 0.5,
+                         screening=(trials - network) * 0.5, candidates=100)
+    got = oneshot_trials(n, cost, n_base=2, promote=2, random_checks=1, epochs=3)
+    assert got == expected and n - 1 < got + cost.trials <= n + 1e-9
+
+
+@pytest.mark.parametrize("network, screening, fragments", [
+    (12.0, 0.5, ["search.n_trials", "search.screening.epochs: 3", "costs 12.00 trials",
+                 "more than the 10 trials"]),
+    (5.0, 1.5, ["search.n_trials: 10 trials per arm leave the oneshot arm 3",
+                "weight-sharing training (search.screening.epochs: 3, 5.00 trials)",
+                "100 candidates, 1.50 trials", "fewer than the 5 it needs",
+                "lower search.screening.promote, .epochs or .population"]),
+])
+def test_too_few_trials_for_the_oneshot_arm_is_one_line(network, screening, fragments):
+    from nas_prune.errors import UserError
+    from nas_prune.search.compare import oneshot_trials
+    from nas_prune.search.screening import ScreeningCost
+
+    cost = ScreeningCost(score="shared", trial=1.0, network=network, screening=screening,
+                         candidates=100)
+    with pytest.raises(UserError) as err:
+        oneshot_trials(10, cost, n_base=2, promote=2, random_checks=1, epochs=3)
+    msg = str(err.value)
+    assert "\n" not in msg and all(f in msg for f in fragments), msg
+
+
+def test_too_few_trials_with_the_base_score_names_no_network_training():
+    from nas_prune.errors import UserError
+    from nas_prune.search.compare import oneshot_trials
+    from nas_prune.search.screening import ScreeningCost
+
+    cost = ScreeningCost(score="base", trial=1.0, network=0.0, screening=8.5, candidates=1000)
+    with pytest.raises(UserError) as err:
+        oneshot_trials(12, cost, n_base=2, promote=8, random_checks=2, epochs=3)
+    assert str(err.value) == (
+        "search.n_trials: 12 trials per arm leave the oneshot arm 3 from-scratch trials after "
+        "its screening (1000 candidates, 8.50 trials), fewer than the 12 it needs "
+        "(2 seed/uniform, 8 promoted, 2 random); raise search.n_trials or lower "
+        "search.screening.promote or .population")

@@ -26,9 +26,9 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=METRICS, help="what the budget limits, as for search "
                    "(latency: every final row measured against the base network)")
     p.add_argument("--arms", help="which arms to run, from seeds, uniform, random, flops (the "
-                   "seeds search under a FLOPs budget), oneshot (seeds with one-shot screening, "
-                   "see search.screening) (default seeds,uniform,random, and flops under a "
-                   "latency or params budget)")
+                   "seeds search under a FLOPs budget), oneshot (seeds with one-shot "
+                   "screening at equal compute, see search.screening) (default "
+                   "seeds,uniform,random, and flops under a latency or params budget)")
     p.add_argument("--run-dir", help="where the arms and compare.json/.md/.png go "
                    "(default: the config's run_dir + '-compare')")
     p.add_argument("--resume", action="store_true", help="continue an interrupted comparison")
@@ -79,10 +79,12 @@ def run_compare(args: argparse.Namespace) -> int:
     for res in result["results"]:
         out.message("")
         out.message(f"budget {res['budget']:g}:")
-        rows = [[a, c["compute"]["trials"], c["compute"]["trainings"],
+        rows = [[a, f"{c['compute'].get('trial_equivalents', c['compute']['trials']):.2f}",
+                 c["compute"]["trials"], c["compute"]["trainings"],
                  c["compute"]["epochs_trained"], c["best_trial"]]
                 for a, c in res["arms"].items()]
-        out.message(table(rows, ["arm", "trials", "trainings", "epochs trained", "best trial"]))
+        out.message(table(rows, ["arm", "compute (trials)", "trials", "trainings",
+                                 "epochs trained", "best trial"]))
         out.message(rows_table(res["rows"], res.get("metric", "flops")))
         out.message(comparison_table(res["comparisons"]))
     out.message("written:")

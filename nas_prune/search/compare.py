@@ -11,8 +11,16 @@ training recipe) in several *arms*, each in its own run directory ``RUN/b<budget
   says how far FLOPs and the device part ways.
 * ``oneshot``: the ``seeds`` search with one-shot screening (:mod:`nas_prune.search.screening`):
   ``search.screening.population`` candidates (:data:`ONESHOT_POPULATION` when the config has
-  none) screened with a weight-sharing network, the best and a few random ones trained as its
-  trials. Its compute adds the weight-sharing training, in trainings of the base network.
+  none) screened (with a weight-sharing network, or cut from a seed method's base network:
+  ``search.screening.score``), the best and a few random ones trained as its trials. It runs
+  at equal compute (:func:`oneshot_config`): the weight-sharing training and the screening,
+  in trials (:func:`nas_prune.search.screening.planned_cost`), are deducted from its
+  ``search.n_trials``.
+
+Compute is counted in **trials**: one trial is a candidate's planned training at the budget
+(its epochs under the budget rule, every rung and seed, at its FLOPs); every arm runs
+``search.n_trials`` of them, and the ``oneshot`` arm that many less what its screening costs,
+rounded so that it never spends more than the others (equal within one trial).
 
 Then one joint final evaluation: every arm's winner, each seed proposal and uniform are retrained
 on the same evaluation seeds (:func:`nas_prune.search.finalize.final_seeds`, disjoint from every
@@ -32,6 +40,7 @@ and reuses finished final runs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -43,15 +52,17 @@ from .._meta import code_version, hardware, now
 from ..config import Config, save_config, to_dict
 from ..errors import UserError
 from ..rundir import BASES, completed, read_json
+from ..scratch import data_for, resolve_space
 from ..seeding import SEED_RULE, final_seeds
+from ..seeds import parse_methods
 from ..stats import fmt_mean_std, paired_difference
 from ..train import resolve_device
 from .finalize import choose_best, retrain
 from .run import check_inputs, check_search_config
-from .screening import ONESHOT_DIR
+from .screening import ONESHOT_DIR, ScreeningCost, planned_cost
 from .space import UNIFORM
 
-__all__ = ["ARMS", "COMPARE_JSON", "run_compare"]
+__all__ = ["ARMS", "COMPARE_JSON", "oneshot_config", "oneshot_trials", "run_compare"]
 
 ARMS = ("seeds", "uniform", "random", "flops", "oneshot")
 DEFAULT_ARMS = ("seeds", "uniform", "random")
@@ -116,28 +127,75 @@ def arm_config(cfg: Config, arm: str, budget: float) -> Config:
     return dataclasses.replace(cfg, seed_method=sm, search=search)
 
 
+def oneshot_trials(n_trials: int, cost: ScreeningCost, *, n_base: int, promote: int,
+                   random_checks: int, epochs: int) -> int:
+    """The oneshot arm's from-scratch trials at the compute of ``n_trials`` trials: less what
+    its screening costs in trials, rounded up (it never spends more than the other arms, and
+    less by under one trial). Fewer than its seed/uniform trials plus the promoted and random
+    screened ones is a one-line error naming the settings and the numbers."""
+    left = n_trials - math.ceil(cost.trials - 1e-9)
+    need = n_base + promote + random_checks
+    if cost.score == "shared" and cost.network_trials >= n_trials:
+        raise UserError(f"search.n_trials: the oneshot arm's weight-sharing training "
+                        f"(search.screening.epochs: {epochs}) costs {cost.network_trials:.2f} "
+                        f"trials, more than the {n_trials} trials of each arm; raise "
+                        f"search.n_trials or lower search.screening.epochs")
+    if left < need:
+        network = f"weight-sharing training (search.screening.epochs: {epochs}, " \
+            f"{cost.network_trials:.2f} trials) and " if cost.score == "shared" else ""
+        raise UserError(f"search.n_trials: {n_trials} trials per arm leave the oneshot arm "
+                        f"{max(left, 0)} from-scratch trials after its {network}screening "
+                        f"({cost.candidates} candidates, {cost.screening_trials:.2f} trials), "
+                        f"fewer than the {need} it needs ({n_base} seed/uniform, {promote} "
+                        f"promoted, {random_checks} random); raise search.n_trials or lower "
+                        f"search.screening.promote"
+                        f"{', .epochs' if cost.score == 'shared' else ''} or .population")
+    return left
+
+
+def oneshot_config(acfg: Config) -> tuple[Config, ScreeningCost]:
+    """The oneshot arm's config at equal compute (``search.n_trials`` less its screening's cost
+    in trials, :func:`oneshot_trials`) and that planned cost; nothing is trained."""
+    _, _, space = resolve_space(acfg)
+    data = data_for(acfg.data, resolve_device(acfg.device), space.spec(space.base_widths()))
+    cost = planned_cost(acfg, space, n_train=len(data.train), n_val=len(data.val))
+    s, sc = acfg.search, acfg.search.screening
+    n_base = len({m for m in parse_methods(acfg.seed_method.name) if m != UNIFORM}) + 1
+    n = oneshot_trials(s.n_trials, cost, n_base=n_base, promote=sc.promote,
+                       random_checks=sc.random_checks, epochs=sc.epochs)
+    return dataclasses.replace(acfg, search=dataclasses.replace(s, n_trials=n)), cost
+
+
 def _budget_dir(run_dir: Path, budget: float) -> Path:
     return run_dir / f"b{budget:g}"
 
 
 def _compute(records, arm_dir: Path | None = None) -> dict[str, Any]:
     """What an arm spent: trials, trainings and epochs actually trained (a record's ``epochs``
-    counts only its own trainings, not measurements reused from a duplicate), wall time; with
-    screening also the weight-sharing training (in trainings of the base network) and the
-    screening time."""
+    counts only its own trainings, not measurements reused from a duplicate), wall time, and
+    its compute in trials (``trial_equivalents``): its trials, plus with screening the
+    weight-sharing training (or base network) and the screening in trials, as
+    ``RUN/oneshot/screening.json`` records them."""
     out: dict[str, Any] = {
         "trials": len(records), "complete": len(completed(records)),
         "trainings": sum(1 for r in records for m in r.measurements
                          if m.get("from_trial") is None),
         "epochs_trained": sum(int(r.epochs or 0) for r in records),
-        "wall_s": round(sum(float(r.wall_time or 0) for r in records), 1)}
+        "wall_s": round(sum(float(r.wall_time or 0) for r in records), 1),
+        "trial_equivalents": float(len(records))}
     screening = read_json(arm_dir / ONESHOT_DIR / "screening.json") if arm_dir else None
     if screening:
         shared = screening.get("shared_training") or {}
-        out["screening"] = {"screened": screening.get("screened"),
+        cost = screening.get("cost") or {}
+        out["screening"] = {"score": screening.get("score", "shared"),
+                            "screened": screening.get("screened"),
                             "screen_s": screening.get("screen_seconds"),
                             "shared_base_trainings": shared.get("cost_base_trainings"),
-                            "shared_train_s": shared.get("wall_time")}
+                            "shared_train_s": shared.get("wall_time"),
+                            "trial_base_trainings": cost.get("trial_base_trainings"),
+                            "network_trials": cost.get("network_trials"),
+                            "screening_trials": cost.get("screening_trials")}
+        out["trial_equivalents"] = round(len(records) + float(cost.get("trials") or 0.0), 4)
     return out
 
 
@@ -154,11 +212,21 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
     run_dir = Path(run_dir)
     if resume and not (run_dir / COMPARE_JSON).is_file() and not run_dir.is_dir():
         raise UserError(f"--resume: {run_dir} does not exist; check --run-dir")
+    acfgs: dict[tuple[float, str], Config] = {}
+    plans: dict[float, ScreeningCost] = {}
     for budget in budgets:  # every arm's settings, before anything is written or trained
         for arm in arms:
             acfg = arm_config(cfg, arm, budget)
             check_search_config(acfg)
             check_inputs(acfg)
+            if arm == "oneshot":
+                acfg, cost = oneshot_config(acfg)
+                plans[budget] = cost
+                say(f"budget {budget:g}, arm oneshot: {acfg.search.n_trials} trials of "
+                    f"{cfg.search.n_trials}; its screening costs {cost.trials:.2f} trials "
+                    f"({cost.network_trials:.2f} network, {cost.screening_trials:.2f} "
+                    f"screening)")
+            acfgs[budget, arm] = acfg
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     t0 = time.perf_counter()
@@ -172,7 +240,7 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
         results: dict[str, Any] = {}
         for arm in arms:
             arm_dir = bdir / arm
-            acfg = arm_config(cfg, arm, budget)
+            acfg = acfgs[budget, arm]
             if arm in ("random", "flops", "oneshot") and (bdir / "seeds" / BASES).is_dir() and \
                     not (arm_dir / BASES).is_dir():
                 shutil.copytree(bdir / "seeds" / BASES, arm_dir / BASES)
@@ -183,8 +251,10 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
             best, rule = choose_best(res.setup, res.records)
             results[arm] = {"setup": res.setup, "records": res.records, "best": best,
                             "rule": rule}
-        out["results"].append(_final_for_budget(budget, bdir, results, say,
-                                                cfg.seed_method.metric))
+        res = _final_for_budget(budget, bdir, results, say, cfg.seed_method.metric)
+        if budget in plans:  # what the oneshot arm's trials were cut by, planned
+            res["arms"]["oneshot"]["planned_screening"] = plans[budget].to_dict()
+        out["results"].append(res)
         out["wall_s"] = round(time.perf_counter() - t0, 1)
         write_json(run_dir / COMPARE_JSON, out)
     out["finished"] = now()
@@ -245,6 +315,7 @@ def _final_for_budget(budget: float, bdir: Path, results: dict[str, Any],
             comparisons.append({"a": a["name"], "b": b["name"], "metric": "test_acc",
                                 **diff.to_dict(), "same_widths": a["widths"] == b["widths"]})
     arms = {arm: {"run_dir": str(bdir / arm), "metric": r["setup"].cspace.metric,
+                  "n_trials": r["setup"].cfg.search.n_trials,
                   "best_trial": r["best"].number
                   if r["best"] is not None else None, "best_rule": r["rule"],
                   "best_search_val_acc": r["best"].val_acc if r["best"] is not None else None,
@@ -286,21 +357,22 @@ def markdown(out: dict[str, Any]) -> str:
         metric = res.get("metric", "flops")
         lines += [f"## Budget {res['budget']:g} of the base {METRIC_WORDS.get(metric, metric)}",
                   "",
-                  "| arm | trials (complete) | trainings | epochs trained | wall (s) | "
-                  "best trial | its search val |", "|---|---|---|---|---|---|---|"]
+                  "| arm | compute (trials) | trials (complete) | trainings | epochs trained | "
+                  "wall (s) | best trial | its search val |",
+                  "|---|---|---|---|---|---|---|---|"]
         for arm, a in res["arms"].items():
             c = a["compute"]
             sv = a["best_search_val_acc"]
-            lines.append(f"| {arm} | {c['trials']} ({c['complete']}) | {c['trainings']} | "
-                         f"{c['epochs_trained']} | {c['wall_s']} | {a['best_trial']} | "
-                         f"{'-' if sv is None else f'{100 * sv:.2f}'} |")
+            eq = c.get("trial_equivalents", c["trials"])
+            lines.append(f"| {arm} | {eq:.2f} | {c['trials']} ({c['complete']}) | "
+                         f"{c['trainings']} | {c['epochs_trained']} | {c['wall_s']} | "
+                         f"{a['best_trial']} | {'-' if sv is None else f'{100 * sv:.2f}'} |")
+        lines += ["", "Compute in trials: one trial is a candidate's planned training at the "
+                  "budget (its epochs under the budget rule, every rung and seed, at its FLOPs)."]
         for arm, a in res["arms"].items():
             sc = a["compute"].get("screening")
             if sc:
-                lines.append(f"\n{arm}: besides its trials, a weight-sharing training of "
-                             f"{sc['shared_base_trainings'] or 0:.2f} trainings of the base "
-                             f"network ({sc['shared_train_s'] or 0:.0f} s) and "
-                             f"{sc['screened']} candidates screened in {sc['screen_s']} s.")
+                lines.append("\n" + _screening_line(arm, a["compute"], sc))
         lines += [""] + _rows_table(res["rows"], metric, res["budget"])
         lines += ["", "Paired differences of test accuracy (percentage points, 95% "
                   "t-interval over the evaluation seeds):", "",
@@ -312,6 +384,25 @@ def markdown(out: dict[str, Any]) -> str:
                          f"[{_pts(lo)}, {_pts(hi)}] | {c['n']} | {c['verdict']} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _screening_line(arm: str, c: dict[str, Any], sc: dict[str, Any]) -> str:
+    """How the oneshot arm's compute splits: trials, network, screening."""
+    if sc.get("network_trials") is None:  # a run recorded before the split was
+        return (f"{arm}: besides its trials, a weight-sharing training of "
+                f"{sc['shared_base_trainings'] or 0:.2f} trainings of the base network and "
+                f"{sc['screened']} candidates screened in {sc['screen_s']} s.")
+    if sc.get("score") == "base":
+        network = (f"{sc['network_trials']:.2f} for the base network (the seed method's, "
+                   f"no weight-sharing training)")
+    else:
+        network = (f"{sc['network_trials']:.2f} weight-sharing training "
+                   f"({sc['shared_base_trainings'] or 0:.2f} trainings of the base network, "
+                   f"{sc['shared_train_s'] or 0:.0f} s)")
+    return (f"{arm}: {c['trial_equivalents']:.2f} trials = {c['trials']} from-scratch trials "
+            f"+ {network} + {sc['screening_trials']:.2f} screening ({sc['screened']} "
+            f"candidates, {sc['screen_s']} s); one trial is "
+            f"{sc['trial_base_trainings']:.3f} trainings of the base network by FLOPs.")
 
 
 def _ratio(v: float | None) -> str:

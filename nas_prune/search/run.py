@@ -62,7 +62,13 @@ from .evaluate import SearchSetup
 from .fidelity import Rung, check_rungs, fidelity_summary
 from .finalize import best_from_final, choose_best, finalize, write_best, write_pareto, write_top
 from .samplers import effective_early_stopping, effective_sampler
-from .screening import ONESHOT_DIR, check_shared_checkpoint, correlation, run_screening
+from .screening import (
+    ONESHOT_DIR,
+    check_base_score,
+    check_shared_checkpoint,
+    correlation,
+    run_screening,
+)
 from .space import OBJECTIVES, UNIFORM, CandidateSpace
 
 # Config keys a resumed search may change: they do not change which candidates mean what.
@@ -173,6 +179,7 @@ def check_inputs(cfg: Config) -> None:
     (the data set stays cached for the proposals)."""
     _, _, space = resolve_space(cfg)
     check_budget(space, cfg.seed_method.budget, cfg.seed_method.metric)
+    check_base_score(cfg, space)
     wide = space.widened_groups()
     if cfg.search.finetune_epochs and wide:
         raise UserError(f"search.finetune_epochs: space {space.name} widens {', '.join(wide)} "
@@ -186,12 +193,14 @@ def check_inputs(cfg: Config) -> None:
         data_for(cfg.data, resolve_device(cfg.device), space.spec(space.base_widths()))
 
 
-def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
-                  events: SearchEvents) -> SearchSetup:
+def prepare_setup(cfg: Config, methods: list[str], run_dir: Path, events: SearchEvents
+                  ) -> tuple[SearchSetup, dict[str, dict[str, Any]]]:
     """Seed proposals and the uniform baseline at the budget; RUN/proposals/*.yaml.
 
     Base networks are cached in RUN/bases, so a second call (a resumed search that was killed
-    while proposing) trains none of them again.
+    while proposing) trains none of them again. Returns the setup and each proposal's channel
+    scores (method -> group -> one score per channel of the base network), which screening
+    with ``search.screening.score: base`` orders channels by.
     """
     name, raw, space = resolve_space(cfg)
     sm = cfg.seed_method
@@ -203,6 +212,7 @@ def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
     ctx = SeedContext(space=space, data=data, train=cfg.train, device=device,
                       seed=cfg.random_seed, samples=sm.samples, metric=sm.metric)
     starts: dict[str, dict[str, int]] = {}
+    scores: dict[str, dict[str, Any]] = {}
     base_flops = space.base_cost("flops")
     for method_name in [m for m in methods if m != UNIFORM] + [UNIFORM]:
         method = get_method(method_name, sm.options.get(method_name))
@@ -210,6 +220,7 @@ def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
                       checkpoint=sm.base_checkpoint, cache_dir=run_dir / BASES,
                       data_cfg=cfg.data)
         starts[method_name] = run.proposal.widths
+        scores[method_name] = run.proposal.scores
         _proposal_spec(space, run, base_flops).save(run_dir / PROPOSALS / f"{method_name}.yaml")
         events.proposal(method_name, run, space.cost(run.proposal.widths, sm.metric)
                         / space.base_cost(sm.metric))
@@ -219,7 +230,7 @@ def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
                             multiplier_low=s.multiplier_low, multiplier_high=s.multiplier_high,
                             source={"name": name, "data": raw},
                             latency=asdict(cfg.latency) if sm.metric == "latency" else None)
-    return SearchSetup(cfg=cfg, cspace=cspace, methods=list(methods))
+    return SearchSetup(cfg=cfg, cspace=cspace, methods=list(methods)), scores
 
 
 def _differs(old: Any, new: Any, prefix: str = "", skip: tuple[str, ...] = RESUMABLE
@@ -325,13 +336,13 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
                            f"holds")
             previous = None
         check_inputs(cfg)  # nothing is written for a search that cannot start
-        if cfg.search.screening.population:
+        if cfg.search.screening.population and cfg.search.screening.score == "shared":
             check_shared_checkpoint(cfg, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_YAML)  # a run directory from the first moment
-        setup = prepare_setup(cfg, methods, run_dir, events)
+        setup, scores = prepare_setup(cfg, methods, run_dir, events)
         if cfg.search.screening.population:
-            chosen, _ = run_screening(setup, run_dir, say=events.message)
+            chosen, _ = run_screening(setup, run_dir, say=events.message, importance=scores)
             setup = replace(setup, screened=chosen)
     _start(setup, run_dir, command=command, location=where, previous=previous)
     records = backend.run(setup, run_dir, resume=stored is not None, events=events)
@@ -358,7 +369,8 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
         corr = correlation(setup.screened, records)
         info["screening"] = {**(read_json(run_dir / ONESHOT_DIR / "screening.json") or {}),
                              "correlation": corr}
-        events.message(f"screening vs top-rung validation accuracy: Spearman "
+        events.message(f"screening ({setup.cfg.search.screening.score}) vs top-rung "
+                       f"validation accuracy: Spearman "
                        f"{_fmt(corr['spearman'])}, Kendall {_fmt(corr['kendall'])} "
                        f"(n = {corr['n']}: {corr['by_pick']['top']['n']} promoted, "
                        f"{corr['by_pick']['random']['n']} random)")

@@ -3,10 +3,16 @@ few (and a few random ones) trained from scratch.
 
 With ``search.screening.population`` > 0, before its trials a search
 
-1. trains the weight-sharing network (:func:`nas_prune.oneshot.train_shared`, sandwich rule,
-   ``search.screening.epochs``) on its training split, or loads it from ``RUN/oneshot/shared.pt``
-   (a resumed search never trains it again; a checkpoint of another space or code version is
-   refused, naming both);
+1. gets the network its candidates' weights come from (``search.screening.score``):
+   ``shared`` trains the weight-sharing network (:func:`nas_prune.oneshot.train_shared`,
+   sandwich rule, ``search.screening.epochs``) on its training split, or loads it from
+   ``RUN/oneshot/shared.pt`` (a resumed search never trains it again; a checkpoint of another
+   space or code version is refused, naming both); ``base`` takes the trained base network of
+   the first seed method that has one (from ``RUN/bases``, where the proposal left it, or
+   ``seed_method.base_checkpoint``: no training) and cuts each candidate from it with the
+   channels that method's proposal ranked highest
+   (:class:`nas_prune.oneshot.BaseNetCandidates`; filter L1 norms where no proposal scores are
+   at hand);
 2. draws ``population`` candidates from its own candidate space (a random start, random
    multipliers in ``[multiplier_low, multiplier_high]``, projected onto the budget; duplicates
    drawn again) and screens each (:func:`nas_prune.oneshot.screen`: BatchNorm recalibrated on
@@ -19,33 +25,133 @@ After the trials, :func:`correlation` gives Spearman and Kendall (with n) betwee
 score and each trial's validation accuracy at the top rung, over the screened trials that
 completed it; ``search.json`` records it under ``screening``. Everything screened is in
 ``RUN/oneshot/screened.jsonl``.
+
+**Cost**, in trainings of the base network (``train.epochs`` epochs at the base widths, by
+FLOPs) and in trials (:func:`trial_base_trainings`: one trial's planned epochs under the budget
+rule and the rungs): the weight-sharing training (``shared``: its recorded
+``cost_base_trainings``, which :func:`nas_prune.oneshot.planned_sandwich_cost` predicts exactly
+before training; ``base``: nothing) and the screening's forward passes
+(:func:`nas_prune.oneshot.screening_cost`). ``nas-prune compare`` deducts both from the
+``oneshot`` arm's trials (:func:`planned_cost`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .._io import write_atomic, write_json
+from ..budget import check_budget, uniform_widths
 from ..errors import UserError
-from ..oneshot import SharedNet, load_shared, save_shared, screen, screening_data, train_shared
+from ..oneshot import (
+    FORWARD_PER_TRAINING_PASS,
+    BaseNetCandidates,
+    SharedNet,
+    load_shared,
+    planned_sandwich_cost,
+    planned_screening_images,
+    save_shared,
+    screen,
+    screening_cost,
+    screening_data,
+    train_shared,
+)
+from ..rundir import BASES
 from ..scratch import data_for, resolve_space
-from ..train import resolve_device
-from .space import MULT, START, CandidateSpace
+from ..seeds import SEED_METHODS, SeedContext, get_method, parse_methods, trained_base
+from ..surgery import filter_l1_scores
+from ..train import budget_epochs, resolve_device
+from ..widths import SearchSpace
+from .space import MULT, START, UNIFORM, CandidateSpace
 
-__all__ = ["ONESHOT_DIR", "SHARED_PT", "check_shared_checkpoint", "correlation", "draw",
-           "run_screening"]
+__all__ = ["COST_UNIT", "ONESHOT_DIR", "SHARED_PT", "ScreeningCost", "base_method",
+           "check_base_score", "check_shared_checkpoint", "correlation", "draw", "planned_cost",
+           "run_screening", "trial_base_trainings"]
 
 ONESHOT_DIR = "oneshot"
 SHARED_PT = "shared.pt"
 SCREENED = "screened.jsonl"
 _MAX_DRAWS = 20  # draws per wanted candidate before giving up on finding new ones
+COST_UNIT = (f"trainings of the base network (train.epochs epochs at the base widths), by "
+             f"FLOPs; a training step counted as {FORWARD_PER_TRAINING_PASS} forward passes")
+
+
+# ---- what screening costs, against a trial -------------------------------------------------
+def _trial_plan(space: SearchSpace, cfg: Any) -> tuple[int, int]:
+    """(FLOPs, planned epochs) of a trial's candidate: uniform scaling at the budget (under a
+    FLOPs budget every candidate is at it), its epochs under the budget rule over every rung and
+    its seeds (one run of ``train.epochs`` without rungs)."""
+    sm, train = cfg.seed_method, cfg.train
+    flops = check_budget(space, sm.budget, "flops") if sm.metric == "flops" else \
+        space.cost(uniform_widths(space, sm.budget, sm.metric), "flops")
+    runs = [(r.epochs, r.seeds) for r in cfg.search.rungs] or [(train.epochs, 1)]
+    epochs = sum(budget_epochs(dataclasses.replace(train, epochs=int(e)),
+                               base_flops=space.base_cost("flops"), flops=flops) * int(n)
+                 for e, n in runs)
+    return flops, epochs
+
+
+def trial_base_trainings(space: SearchSpace, cfg: Any) -> float:
+    """One trial's planned compute in trainings of the base network, by FLOPs: its planned
+    epochs (Scratch-E or Scratch-B, every rung and seed) at its FLOPs (:func:`_trial_plan`)."""
+    flops, epochs = _trial_plan(space, cfg)
+    return epochs * flops / (space.base_cost("flops") * cfg.train.epochs)
+
+
+@dataclass(frozen=True)
+class ScreeningCost:
+    """Screening's compute beside a trial's, in trainings of the base network (by FLOPs)."""
+
+    score: str  # shared | base
+    trial: float  # one trial (:func:`trial_base_trainings`)
+    network: float  # the weight-sharing training (0 for score: base)
+    screening: float  # the screening's forward passes
+    candidates: int  # screened
+
+    @property
+    def network_trials(self) -> float:
+        return self.network / self.trial if self.trial > 0 else 0.0
+
+    @property
+    def screening_trials(self) -> float:
+        return self.screening / self.trial if self.trial > 0 else 0.0
+
+    @property
+    def trials(self) -> float:
+        """The whole of it, in trials."""
+        return self.network_trials + self.screening_trials
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "unit": COST_UNIT, "candidates": self.candidates,
+                "trial_base_trainings": round(self.trial, 6),
+                "network_base_trainings": round(self.network, 6),
+                "screening_base_trainings": round(self.screening, 6),
+                "network_trials": round(self.network_trials, 4),
+                "screening_trials": round(self.screening_trials, 4),
+                "trials": round(self.trials, 4)}
+
+
+def planned_cost(cfg: Any, space: SearchSpace, *, n_train: int, n_val: int) -> ScreeningCost:
+    """What screening will cost a search of ``cfg``, before anything is trained: the
+    weight-sharing training exactly as :func:`nas_prune.oneshot.train_shared` will record it,
+    and ``population`` candidates screened at the FLOPs of a trial's candidate."""
+    sc, train = cfg.search.screening, cfg.train
+    flops, _ = _trial_plan(space, cfg)
+    network = 0.0 if sc.score == "base" else planned_sandwich_cost(
+        space, n_train=n_train, train=train, oneshot=sc, seed=cfg.random_seed)
+    images = planned_screening_images(sc, n_train=n_train, n_val=n_val)
+    screening = screening_cost(space, [flops] * sc.population, images=images, n_train=n_train,
+                               base_epochs=train.epochs)
+    return ScreeningCost(score=sc.score, trial=trial_base_trainings(space, cfg),
+                         network=network, screening=screening, candidates=sc.population)
 
 
 def draw(cspace: CandidateSpace, n: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -77,6 +183,30 @@ def check_shared_checkpoint(cfg: Any, run_dir: str | Path) -> None:
         load_shared(resolve_space(cfg)[2], path)
 
 
+def base_method(methods: Iterable[str]) -> str | None:
+    """The seed method whose trained base network ``score: base`` cuts candidates from: the
+    first one that trains a base network (None when only baselines are seeded)."""
+    return next((m for m in methods if m != UNIFORM and SEED_METHODS[m].needs_base), None)
+
+
+def check_base_score(cfg: Any, space: SearchSpace) -> None:
+    """Refuse ``score: base`` where there is no base network to cut candidates from, or where
+    the space reaches above it."""
+    if cfg.search.screening.score != "base" or not cfg.search.screening.population:
+        return
+    methods = parse_methods(cfg.seed_method.name)
+    if base_method(methods) is None:
+        raise UserError(f"search.screening.score: base cuts candidates from a seed method's "
+                        f"trained base network, and {', '.join(methods)} trains none; seed a "
+                        f"method with a base network (l1norm, slimming, ...) or use "
+                        f"search.screening.score: shared")
+    wide = space.widened_groups()
+    if wide:
+        raise UserError(f"search.screening.score: base cuts candidates from the base network, "
+                        f"and space {space.name} widens {', '.join(wide)} above it "
+                        f"(max_multiplier); use search.screening.score: shared")
+
+
 def _shared(setup: Any, data: Any, run_dir: Path, say) -> tuple[SharedNet, dict[str, Any]]:
     cfg = setup.cfg
     path = run_dir / ONESHOT_DIR / SHARED_PT
@@ -94,10 +224,45 @@ def _shared(setup: Any, data: Any, run_dir: Path, say) -> tuple[SharedNet, dict[
     return shared, {**record, "loaded": False}
 
 
-def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None
+def _base(setup: Any, data: Any, run_dir: Path, importance: Mapping[str, Any] | None, say
+          ) -> tuple[BaseNetCandidates, dict[str, Any]]:
+    """Candidates cut from the first seed method's trained base network (from the cache its
+    proposal filled, or its checkpoint), channels by its proposal's scores, else L1 norms."""
+    cfg, sm = setup.cfg, setup.cfg.seed_method
+    name = base_method(setup.methods)
+    if name is None:
+        raise UserError("search.screening.score: base needs a seed method with a base network; "
+                        "use search.screening.score: shared")
+    method = get_method(name, sm.options.get(name))
+    ctx = SeedContext(space=setup.space, data=data, train=cfg.train, device=data.device,
+                      seed=cfg.random_seed, samples=sm.samples, metric=sm.metric)
+    t0 = time.perf_counter()
+    model, source, train_s, info = trained_base(method, ctx, epochs=sm.base_epochs,
+                                                checkpoint=sm.base_checkpoint,
+                                                cache_dir=run_dir / BASES, data_cfg=cfg.data)
+    scores = (importance or {}).get(name)
+    if scores is not None and all(g in scores and scores[g].numel() == w
+                                  for g, w in setup.space.base_widths().items()):
+        order = f"{name} importance (its proposal's channel scores)"
+    else:
+        scores, order = filter_l1_scores(model, setup.space.family), "L1 norm of each filter"
+    cost = sm.base_epochs / cfg.train.epochs if source == "trained" else 0.0
+    record = {"method": name, "source": source, "order": order,
+              "base_val_acc": info.get("val_acc"), "train_s": round(train_s, 2),
+              "load_s": round(time.perf_counter() - t0 - train_s, 2),
+              "cost_base_trainings": cost}
+    how = f"trained now, {train_s:.0f} s" if source == "trained" else f"{source}, no training"
+    say(f"screening: candidates cut from {name}'s base network ({how}), channels by {order}")
+    return BaseNetCandidates(setup.space, model, scores), record
+
+
+def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None,
+                  importance: Mapping[str, Mapping[str, torch.Tensor]] | None = None
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Screen the population and choose the trials to enqueue; see the module docstring.
 
+    ``importance``: the seed proposals' channel scores by method (``score: base`` orders the
+    base network's channels by them; without them, by filter L1 norms).
     Returns (the chosen: ``params``, ``widths``, ``score``, ``pick`` = top | random each, in
     that order) and the summary for ``search.json``.
     """
@@ -106,8 +271,13 @@ def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
     data = data_for(cfg.data, device, setup.space.spec(setup.space.base_widths()))
-    shared, record = _shared(setup, data, run_dir, say)
-    shared.model.eval()
+    if sc.score == "base":
+        source, record = _base(setup, data, run_dir, importance, say)
+        network_cost = record["cost_base_trainings"]
+    else:
+        shared, record = _shared(setup, data, run_dir, say)
+        shared.model.eval()
+        source, network_cost = shared, float(record.get("cost_base_trainings") or 0.0)
     rng = random.Random(cfg.random_seed)
     t0 = time.perf_counter()
     pop = draw(setup.cspace, sc.population, rng)
@@ -117,7 +287,7 @@ def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None
     sdata = screening_data(data, sc, seed=cfg.random_seed)
     with torch.no_grad():
         for c in pop:
-            c["score"] = screen(shared.extract(c["widths"]), sdata)
+            c["score"] = screen(source.extract(c["widths"]), sdata)
     seconds = time.perf_counter() - t0
     order = sorted(range(len(pop)), key=lambda i: (-pop[i]["score"], i))
     top = order[: sc.promote]
@@ -130,18 +300,31 @@ def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None
                          "pick": picks.get(i)}) for i, c in enumerate(pop)]
     write_atomic(run_dir / ONESHOT_DIR / SCREENED, "\n".join(lines) + "\n")
     scores = [c["score"] for c in pop]
-    summary = {"population": sc.population, "screened": len(pop), "promoted": len(top),
-               "random_checks": len(checks), "screen_seconds": round(seconds, 2),
-               "score_range": [min(scores), max(scores)],
-               "shared_training": {k: record.get(k) for k in
-                                   ("epochs", "steps", "wall_time", "cost_base_trainings",
-                                    "loaded", "train_loss")},
+    cost = ScreeningCost(
+        score=sc.score, trial=trial_base_trainings(setup.space, cfg), network=network_cost,
+        screening=screening_cost(setup.space, [setup.space.cost(c["widths"], "flops")
+                                               for c in pop],
+                                 images=sdata.images, n_train=len(data.train),
+                                 base_epochs=cfg.train.epochs),
+        candidates=len(pop))
+    summary = {"score": sc.score, "population": sc.population, "screened": len(pop),
+               "promoted": len(top), "random_checks": len(checks),
+               "screen_seconds": round(seconds, 2),
+               "score_range": [min(scores), max(scores)], "cost": cost.to_dict(),
                "settings": {k: getattr(sc, k) for k in ("recal_batches", "recal_batch_size",
                                                         "val_images")}}
+    if sc.score == "base":
+        summary["base_network"] = record
+    else:
+        summary["shared_training"] = {k: record.get(k) for k in
+                                      ("epochs", "steps", "wall_time", "cost_base_trainings",
+                                       "loaded", "train_loss")}
     write_json(run_dir / ONESHOT_DIR / "screening.json", summary)
-    say(f"screening: {len(pop)} candidates screened in {seconds:.0f} s (scores "
+    say(f"screening ({sc.score}): {len(pop)} candidates screened in {seconds:.0f} s (scores "
         f"{min(scores):.3f}-{max(scores):.3f}); {len(top)} promoted, {len(checks)} random "
-        f"checks")
+        f"checks; cost {cost.trials:.2f} trials ({cost.network_trials:.2f} "
+        f"{'weight-sharing training' if sc.score == 'shared' else 'base network'}, "
+        f"{cost.screening_trials:.2f} screening)")
     return chosen, summary
 
 
