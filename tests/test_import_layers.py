@@ -35,7 +35,7 @@ LAYERS: list[list[str]] = [
     ["seeding", "_callables"],
     ["_yaml"],
     ["_io", "families"],
-    ["flops", "imagecache", "latency", "surgery"],
+    ["flops", "imagecache", "latency", "surgery", "tensordata"],
     ["widths", "rundir"],
     ["budget", "data", "export", "report"],
     ["train", "rethink_summary"],
