@@ -21,6 +21,7 @@ from nas_prune.config import Config, load_config
 from nas_prune.data import DataConfig, load_data
 from nas_prune.errors import UserError
 from nas_prune.scratch import resolve_space
+from nas_prune.widths import SearchSpace
 from tests.conftest import tiny_data_config
 from tests.test_api import _final, _overrides, _trials
 
@@ -71,8 +72,18 @@ def test_a_model_given_in_python_is_searched_and_its_space_rebuilds_the_winner(t
     assert rebuilt.keys() == built.keys()
     assert all(rebuilt[k].shape == built[k].shape for k in built)
     assert built["0.weight"].shape[1] == 1 and built["8.weight"].shape[0] == 4
-    # the commands read the run directory back (the factory imports by its path)
-    assert main(["build", str(tmp_path / "run" / "best.yaml")]) == 0
+
+def test_the_commands_rebuild_a_python_given_model_by_its_import_path(tmp_path, monkeypatch):
+    from nas_prune import _callables
+    from nas_prune.families import graph
+
+    space = nas_prune.api.model_space(tiny_cnn, {"width": 4}, {"divisor": 2, "input": {
+        "channels": 1, "size": 12, "classes": 4}})
+    spec = SearchSpace.from_dict(space, name="space")
+    spec.spec({g: lo for g, (lo, _) in spec.bounds.items()}).save(tmp_path / "arch.yaml")
+    monkeypatch.setattr(_callables, "_REGISTERED", {})  # as in a new process
+    graph._analysis.cache_clear()
+    assert main(["build", str(tmp_path / "arch.yaml")]) == 0
 
 
 def test_datasets_and_dataloaders_give_one_file_and_the_same_splits(tmp_path, images):
@@ -226,3 +237,31 @@ def test_model_factories_that_cannot_be_recorded_are_refused(tmp_path, images, n
                          report=False)
     assert len(str(err.value).splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_propose_and_compare_take_a_model_and_data(tmp_path, images):
+    from tests.test_api import fake_fit
+
+    over = [*_search_overrides(tmp_path), f"run_dir={tmp_path / 'p'}"]
+    res = nas_prune.propose(overrides=over, model=tiny_cnn, space_options={"divisor": 2},
+                            data=_datasets(images))
+    assert res.spec.family_args["model"] == f"{__name__}:tiny_cnn"
+    assert res.path.parent == tmp_path / "p" / "proposals" and res.spec.input.classes == 4
+    assert (tmp_path / "p" / "space.yaml").is_file()
+    assert len(list((tmp_path / "p" / "data").glob("user-*.pt"))) == 1
+    cmp = nas_prune.compare(overrides=_search_overrides(tmp_path), train_fn=fake_fit,
+                            model=tiny_cnn, space_options={"divisor": 2},
+                            data=_datasets(images), arms=["seeds", "random"],
+                            run_dir=tmp_path / "cmp")
+    assert cmp.config.space == str(tmp_path / "cmp" / "space.yaml")
+    assert cmp.config.data.name == "tensors" and set(cmp.results[0]["arms"]) == {"seeds",
+                                                                                 "random"}
+
+
+def test_model_options_without_a_model_are_refused():
+    with pytest.raises(UserError, match="model_kwargs: given without model="):
+        nas_prune.search(model_kwargs={"width": 4})
+    with pytest.raises(UserError, match="space_options: unknown key 'divsor'"):
+        nas_prune.api.model_space(tiny_cnn, None, {"divsor": 2})
+    with pytest.raises(UserError, match="data: a TensorDataset; give a dict"):
+        nas_prune.search(data=TensorDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2).long()))
