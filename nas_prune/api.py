@@ -117,9 +117,9 @@ def model_space(model: Callable[..., Any], model_kwargs: Mapping[str, Any] | Non
     args: dict[str, Any] = {"model": path}
     if model_kwargs:
         args["kwargs"] = dict(model_kwargs)
-    if options.get("fixed") is not None:
-        args["fixed"] = options.pop("fixed")
-    options.pop("fixed", None)
+    fixed = options.pop("fixed", None)
+    if fixed is not None:
+        args["fixed"] = fixed
     return {"description": f"{path} given to nas_prune in Python (model=)",
             "family": "graph", "args": args, "input": options.pop("input", FROM_DATA),
             "divisor": options.pop("divisor", 8), **options}
