@@ -32,9 +32,10 @@ MEANING: dict[str, str] = {
     "random_seed": "the search's seed (sampler, trial trainings); evaluation seeds are "
                    "`random_seed + 10000 + k`, selection seeds `random_seed + 5000 + k`",
     "run_dir": "the run directory: config, study, trials, exports, report",
-    "data.name": "`fashion-mnist`, `cifar10`, `cifar100`, `synthetic`, `imagefolder` or "
-                 "`torchvision:CLASS`",
-    "data.root": "where the data set lives (an image folder's root; torchvision's `root`)",
+    "data.name": "`fashion-mnist`, `cifar10`, `cifar100`, `synthetic`, `imagefolder`, "
+                 "`tensors` (one `.pt` file of images and labels) or `torchvision:CLASS`",
+    "data.root": "where the data set lives (an image folder's root; a tensors file; "
+                 "torchvision's `root`)",
     "data.download": "let torchvision download a data set that is not on disk",
     "data.val_size": "validation images, carved from the training split with `split_seed`",
     "data.test_subset": "keep only this many test images",

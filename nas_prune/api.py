@@ -15,7 +15,15 @@ Each takes what the matching command takes, as Python values::
 * ``overrides``: dotted keys as ``--set`` takes them, ``{"search.n_trials": 8}`` (or a list
   of ``"key=value"`` strings);
 * ``train_fn``: a function of the :mod:`nas_prune.trainfn` protocol; the config records its
-  ``module:qualname`` as ``train.function``.
+  ``module:qualname`` as ``train.function``;
+* ``model``: a function (or class) that returns your full-width ``nn.Module``, called with
+  ``model_kwargs``: the search space is its graph (``family: graph``), written to
+  ``RUN_DIR/space.yaml`` with ``space_options`` (``divisor``, ``min_width``, ``fixed``,
+  ``max_multiplier``, ``input``...), and the config's ``space`` points at that file;
+* ``data``: your data, ``{"train": ..., "val": ..., "test": ...}`` (val and test optional) of
+  torch ``Dataset``s or ``DataLoader``s of (image, label): read once into
+  ``RUN_DIR/data/user-HASH.pt`` (:mod:`nas_prune.tensordata`), and the config's data become
+  ``data.name: tensors``, ``data.root: that file``.
 
 They write the same run directory as the commands (the commands call them) and raise
 :class:`~nas_prune.errors.UserError` for bad input; progress goes to ``events`` (a
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import check_output
+from ._yaml import read_yaml, write_yaml
 from .config import Config, deep_merge, from_dict, load_config, parse_set, to_dict
 from .errors import UserError
 from .rundir import BEST_PT, TrialRecord
@@ -39,12 +48,17 @@ from .search import run_search as _run_search
 from .seeds import ProposalRun
 from .train import resolve_device
 from .trainfn import register
-from .widths import ArchSpec, SearchSpace, load_spec
+from .widths import FROM_DATA, ArchSpec, SearchSpace, load_spec, space_source
 
-__all__ = ["CompareRun", "ProposalResult", "SearchRun", "compare", "next_free_run_dir",
-           "propose", "resolve", "search"]
+__all__ = ["CompareRun", "ProposalResult", "SearchRun", "compare", "model_space",
+           "next_free_run_dir", "propose", "resolve", "search"]
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
+UserData = Mapping[str, Any] | None
+
+#: Keys of ``space_options``: the search space's own keys (``fixed``: ``args.fixed``).
+SPACE_OPTIONS = ("divisor", "divisors", "min_width", "max_multiplier", "bounds", "fixed", "input")
+SPACE_YAML = "space.yaml"
 
 
 # ---- the config ----------------------------------------------------------------------------
@@ -80,6 +94,113 @@ def resolve(config: Config | str | Path | None = None, overrides: Overrides = No
     else:
         cfg = load_config(config, **extra)
     resolve_device(cfg.device)
+    return cfg
+
+
+# ---- your model and your data ----------------------------------------------------------------
+def model_space(model: Callable[..., Any], model_kwargs: Mapping[str, Any] | None = None,
+                space_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The search space of a model factory given in Python: ``family: graph`` with the factory
+    registered under its ``module:qualname``, input from the data unless ``space_options``
+    gives one, divisor 8 (and min_width 8) as the shipped graph spaces unless given."""
+    from .families.graph import register_model
+
+    path = register_model(model)
+    options = dict(space_options or {})
+    unknown = [k for k in options if k not in SPACE_OPTIONS]
+    if unknown:
+        raise UserError(f"space_options: unknown key {unknown[0]!r}; the keys are "
+                        f"{', '.join(SPACE_OPTIONS)}")
+    if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
+        raise UserError(f"model_kwargs: a {type(model_kwargs).__name__}; give a dict of the "
+                        f"factory's keyword arguments")
+    args: dict[str, Any] = {"model": path}
+    if model_kwargs:
+        args["kwargs"] = dict(model_kwargs)
+    fixed = options.pop("fixed", None)
+    if fixed is not None:
+        args["fixed"] = fixed
+    return {"description": f"{path} given to nas_prune in Python (model=)",
+            "family": "graph", "args": args, "input": options.pop("input", FROM_DATA),
+            "divisor": options.pop("divisor", 8), **options}
+
+
+class _Written:
+    """Files the API writes before a command starts (the space, the data): removed again when
+    the command stops before its run directory has a config, so that nothing is left of a
+    search that could not start."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.paths = folder, []
+
+    def add(self, path: Path) -> None:
+        self.paths.append(path)
+
+    def undo(self) -> None:
+        if (self.folder / "config.yaml").exists():
+            return
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+            for parent in (path.parent, self.folder):
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+
+
+def _with_model(cfg: Config, folder: Path, space: dict[str, Any], written: _Written) -> Config:
+    path = folder / SPACE_YAML
+    if not path.is_file():
+        written.add(path)
+        write_yaml(path, space)
+    elif read_yaml(path, what="search space") != space:
+        if (folder / "config.yaml").exists():  # a run's space: never replaced under it
+            raise UserError(f"model: {path} holds another space (another model, model_kwargs "
+                            f"or space_options) of the run in {folder}; pass the same ones to "
+                            f"continue it, or another run_dir")
+        write_yaml(path, space)
+    return dataclasses.replace(cfg, space=str(path))
+
+
+def _fixed_input(cfg: Config) -> tuple[str, dict[str, int]]:
+    """(name, the input keys the config's space fixes: channels, size, classes)."""
+    name, raw = space_source(cfg.space)
+    inp = raw.get("input")
+    if not isinstance(inp, Mapping):
+        return name, {}
+    return name, {k: v for k, v in inp.items()
+                  if k in ("channels", "size", "classes") and isinstance(v, int)}
+
+
+def _with_data(cfg: Config, folder: Path, data: Any, written: _Written) -> Config:
+    from . import tensordata
+    from .data import memory_limit
+
+    name, expect = _fixed_input(cfg)
+    limit = memory_limit(cfg.data, resolve_device(cfg.device))
+    tensors = tensordata.from_datasets(data, expect=expect, space=f"search space {name}",
+                                       memory_limit=limit)
+    path = folder / "data" / f"user-{tensors.content_hash()[:16]}.pt"
+    if not path.is_file():  # the same content is never written twice (--resume reuses it)
+        written.add(path)
+        tensordata.save(tensors, path)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name="tensors",
+                                                            root=str(path)))
+
+
+def _user_inputs(cfg: Config, folder: Path, *, model: Callable[..., Any] | None,
+                 model_kwargs: Mapping[str, Any] | None,
+                 space_options: Mapping[str, Any] | None, data: UserData,
+                 written: _Written) -> Config:
+    """``cfg`` with its space the graph of ``model`` and its data ``data``, their files written
+    in ``folder`` (the run directory)."""
+    if model is None:
+        for key, value in (("model_kwargs", model_kwargs), ("space_options", space_options)):
+            if value is not None:
+                raise UserError(f"{key}: given without model=; pass the model factory too (or "
+                                f"set the space's keys in its YAML)")
+    else:
+        cfg = _with_model(cfg, folder, model_space(model, model_kwargs, space_options), written)
+    if data is not None:
+        cfg = _with_data(cfg, folder, data, written)
     return cfg
 
 
@@ -143,13 +264,17 @@ def next_free_run_dir(run_dir: Path) -> Path:
 def search(config: Config | str | Path | None = None, *, overrides: Overrides = None,
            train_fn: Callable[..., Any] | None = None, run_dir: str | Path | None = None,
            resume: bool = False, events: SearchEvents | None = None, report: bool = True,
-           command: str = "") -> SearchRun:
+           command: str = "", model: Callable[..., Any] | None = None,
+           model_kwargs: Mapping[str, Any] | None = None,
+           space_options: Mapping[str, Any] | None = None, data: UserData = None
+           ) -> SearchRun:
     """Propose, search, retrain and export, as ``nas-prune search`` does.
 
     Without ``run_dir`` the config's ``run_dir`` is used, or, when it holds an earlier search
     (and ``resume`` is off and the study is in the run directory), the first free
     ``run_dir-2``, ``-3``... ``report``: also write ``RUN/report.html`` (a failure to write it
-    is a message, the results stay). ``command`` is recorded in ``search.json``.
+    is a message, the results stay). ``command`` is recorded in ``search.json``. ``model``,
+    ``model_kwargs``, ``space_options`` and ``data``: your model and data (module docstring).
     """
     cfg = resolve(config, overrides, train_fn=train_fn)
     events = events or SearchEvents()
@@ -161,11 +286,19 @@ def search(config: Config | str | Path | None = None, *, overrides: Overrides = 
             events.message(f"{cfg.run_dir} holds an earlier search (continue it with "
                            f"--resume); this one goes to {fresh}")
             cfg = dataclasses.replace(cfg, run_dir=str(fresh))
-    events.message(f"search: space {cfg.space}, seed method(s) {cfg.seed_method.name}, budget "
-                   f"{cfg.seed_method.budget} of the base {cfg.seed_method.metric}, backend "
-                   f"{cfg.search.backend}, {cfg.search.n_trials} trials, run dir {cfg.run_dir}")
-    result = _run_search(cfg, run_dir=cfg.run_dir, resume=resume, command=command,
-                         events=events)
+    written = _Written(Path(cfg.run_dir))
+    try:
+        cfg = _user_inputs(cfg, Path(cfg.run_dir), model=model, model_kwargs=model_kwargs,
+                           space_options=space_options, data=data, written=written)
+        events.message(f"search: space {cfg.space}, seed method(s) {cfg.seed_method.name}, "
+                       f"budget {cfg.seed_method.budget} of the base {cfg.seed_method.metric}, "
+                       f"backend {cfg.search.backend}, {cfg.search.n_trials} trials, run dir "
+                       f"{cfg.run_dir}")
+        result = _run_search(cfg, run_dir=cfg.run_dir, resume=resume, command=command,
+                             events=events)
+    except BaseException:
+        written.undo()
+        raise
     written = None
     if report:
         try:
@@ -217,16 +350,23 @@ def latency_provenance(space: SearchSpace, prop: Any) -> dict[str, Any]:
 
 
 def propose(config: Config | str | Path | None = None, *, overrides: Overrides = None,
-            out: str | Path | None = None) -> ProposalResult:
+            out: str | Path | None = None, model: Callable[..., Any] | None = None,
+            model_kwargs: Mapping[str, Any] | None = None,
+            space_options: Mapping[str, Any] | None = None,
+            data: UserData = None) -> ProposalResult:
     """One seed method's width vector at the budget, as ``nas-prune propose`` writes it
     (``out``, default ``RUN_DIR/proposals/METHOD-BUDGET.yaml``); the base network is trained
     (with the method's regulariser), taken from ``RUN_DIR/bases`` or loaded from
-    ``seed_method.base_checkpoint``."""
+    ``seed_method.base_checkpoint``. ``model``, ``model_kwargs``, ``space_options``, ``data``:
+    your model and data, their files in ``RUN_DIR`` (module docstring)."""
     from .scratch import data_for, resolve_space
     from .seeds import SEED_METHODS, SeedContext, get_method
     from .seeds import propose as propose_widths
 
     cfg = resolve(config, overrides)
+    cfg = _user_inputs(cfg, Path(cfg.run_dir), model=model, model_kwargs=model_kwargs,
+                       space_options=space_options, data=data,
+                       written=_Written(Path(cfg.run_dir)))
     sm = cfg.seed_method
     if sm.name not in SEED_METHODS:
         raise UserError(f"--seed-method: {sm.name!r} is not one seed method; choose one of "
@@ -278,11 +418,16 @@ def compare(config: Config | str | Path | None = None, *, overrides: Overrides =
             budgets: float | Sequence[float] | str | None = None,
             arms: str | Sequence[str] | None = None,
             run_dir: str | Path | None = None, resume: bool = False,
-            events: SearchEvents | None = None, command: str = "") -> CompareRun:
+            events: SearchEvents | None = None, command: str = "",
+            model: Callable[..., Any] | None = None,
+            model_kwargs: Mapping[str, Any] | None = None,
+            space_options: Mapping[str, Any] | None = None,
+            data: UserData = None) -> CompareRun:
     """The search, its uniform-start control and random search at equal compute, then one
     paired final evaluation, as ``nas-prune compare`` does (``run_dir`` default: the config's
     ``run_dir`` + ``-compare``; ``arms`` default: seeds, uniform, random, and flops under a
-    latency or params budget)."""
+    latency or params budget). ``model``, ``model_kwargs``, ``space_options``, ``data``: your
+    model and data, their files in ``run_dir`` (module docstring)."""
     from .search.compare import parse_arms, parse_budgets
     from .search.compare import run_compare as _compare
 
@@ -293,6 +438,8 @@ def compare(config: Config | str | Path | None = None, *, overrides: Overrides =
             cfg.seed_method, budget=budget_list[0]))
     arm_list = parse_arms(arms, cfg.seed_method.metric)
     folder = Path(run_dir or f"{cfg.run_dir}-compare")
+    cfg = _user_inputs(cfg, folder, model=model, model_kwargs=model_kwargs,
+                       space_options=space_options, data=data, written=_Written(folder))
     events = events or SearchEvents()
     out = _compare(cfg, budgets=budget_list, arms=arm_list, run_dir=folder, resume=resume,
                    command=command, search=_run_search, events=events, log=events.message)

@@ -11,6 +11,10 @@ are decoded once into a uint8 cache (:mod:`nas_prune.imagecache`), resized to th
 input size, normalised with per-channel statistics of the training split; when their images
 exceed ``data.memory_limit_gb`` they are streamed batch by batch from the memory-mapped cache.
 
+``tensors`` is one file of float32 images and int64 labels (:mod:`nas_prune.tensordata`: a
+user's ``Dataset``s read once by ``nas_prune.search(data=...)``, or written by hand), split,
+normalised and augmented as the decoded sets are; it must fit under ``data.memory_limit_gb``.
+
 Images are kept as uint8 where they come as such (4x less memory than float32) and normalised a
 batch at a time on the device, where augmentation runs too. A validation split is carved from
 the training set with a fixed seed; the test split is only for scoring a final model.
@@ -33,7 +37,7 @@ from .families import InputShape
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "synthetic", "imagefolder", "tensors")
 TORCHVISION = "torchvision:"  # data.name prefix: any torchvision.datasets class
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = {
@@ -68,7 +72,7 @@ class DataConfig:
     # image folders and torchvision data sets
     image_size: int | None = None  # null: the search space's input size
     channels: int | None = None  # null: from the data (1 when every image is grayscale, else 3)
-    test_size: int | None = None  # one-folder layout: test images held out (null: 20%)
+    test_size: int | None = None  # data without a test split (one-folder layout, tensors): test images held out (null: 20%)
     cache_dir: str | None = None  # null: $NAS_PRUNE_CACHE or ~/.cache/nas-prune/datasets
     decode_workers: int | None = None  # null: every core
     skip_bad_images: bool = False  # false: an undecodable file is an error naming it
@@ -203,6 +207,8 @@ def load_data(cfg: DataConfig, *, device: torch.device | str = "cpu",
             raise UserError(f"data.{key}: {value!r} is out of range; must be >= 1 (or null)")
     if cfg.decoded:
         return _load_decoded(cfg, device, cfg.image_size or size)
+    if cfg.name == "tensors":
+        return _load_tensors(cfg, device)
     if cfg.name == "synthetic":
         train_x, train_y, test_x, test_y = _synthetic(cfg)
         mean = train_x.mean(dim=(0, 2, 3)).tolist()
@@ -259,13 +265,8 @@ def _load_decoded(cfg: DataConfig, device: torch.device | str, size: int | None)
     train_rows = torch.nonzero(parts == 0).flatten()
     test_rows = torch.nonzero(parts == 2).flatten()
     if cached.layout == "single":  # hold the test split out first, with the split seed
-        n = len(train_rows)
-        n_test = cfg.test_size if cfg.test_size is not None else int(round(0.2 * n))
-        if not 0 < n_test < n:
-            raise UserError(f"data.test_size: {n_test} must be between 1 and the {n - 1} "
-                            f"images of the folder less one")
-        perm = train_rows[torch.randperm(n, generator=g)]
-        test_rows, train_rows = perm[:n_test].sort().values, perm[n_test:].sort().values
+        test_idx, train_idx = _held_out(len(train_rows), cfg, g)
+        test_rows, train_rows = train_rows[test_idx], train_rows[train_idx]
     elif cfg.test_size is not None:
         raise UserError("data.test_size: applies to a one-folder layout; this folder has its own "
                         "train/ (and test/) folders; remove data.test_size")
@@ -303,6 +304,62 @@ def _load_decoded(cfg: DataConfig, device: torch.device | str, size: int | None)
     pad = max(1, s // 8) if cfg.augment else 0  # 4 at 32 pixels, as CIFAR's
     return Splits(cfg.name, splits["train"], splits["val"], splits["test"], shape, pad,
                   cfg.augment, cached.classes, source).to(device)
+
+
+def _held_out(n: int, cfg: DataConfig, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(test rows, the rest) of ``n`` images without a test split: ``data.test_size`` (20%)."""
+    n_test = cfg.test_size if cfg.test_size is not None else int(round(0.2 * n))
+    if not 0 < n_test < n:
+        raise UserError(f"data.test_size: {n_test} must be between 1 and {n - 1} (the {n} "
+                        f"images without a test split, less one)")
+    perm = torch.randperm(n, generator=g)
+    return perm[:n_test].sort().values, perm[n_test:].sort().values
+
+
+def _load_tensors(cfg: DataConfig, device: torch.device | str) -> Splits:
+    """A tensors file (:mod:`nas_prune.tensordata`): test held out and validation carved with
+    the split seed where the file has none, normalised with the training split's statistics."""
+    from . import tensordata
+
+    if not cfg.root:
+        raise UserError("data.root: not set; point it at a tensors file (.pt) of images and "
+                        "labels (docs: Your data)")
+    path = Path(cfg.root).expanduser()
+    data = tensordata.load(path)
+    limit = memory_limit(cfg, device)
+    if data.nbytes > limit:
+        raise UserError(f"data.root: {path} holds {data.nbytes / 1e9:.2f} GB of float32 images, "
+                        f"over the memory limit of {limit / 1e9:.2f} GB on {device} "
+                        f"(data.memory_limit_gb); raise it or use fewer images")
+    g = torch.Generator().manual_seed(cfg.split_seed)
+    x, y = data.parts["train"]
+    if "test" in data.parts:
+        if cfg.test_size is not None:
+            raise UserError(f"data.test_size: {path} has its own test split; remove "
+                            f"data.test_size")
+        test = Split(*data.parts["test"])
+    else:
+        test_rows, rest = _held_out(len(y), cfg, g)
+        test, x, y = Split(x[test_rows], y[test_rows]), x[rest], y[rest]
+    if "val" in data.parts:
+        val = Split(*data.parts["val"])
+    else:
+        _check_val_size(cfg, len(y))
+        perm = torch.randperm(len(y), generator=g)
+        val_rows, rest = perm[: cfg.val_size], perm[cfg.val_size:]
+        val, x, y = Split(x[val_rows], y[val_rows]), x[rest], y[rest]
+    train = Split(x, y).subset(cfg.train_subset, g)
+    test = test.subset(cfg.test_subset, g)
+    mean = tuple(float(m) for m in train.x.mean(dim=(0, 2, 3)))
+    std = tuple(float(s) for s in train.x.std(dim=(0, 2, 3)).clamp_min(1e-3))
+    train, val, test = (replace(s, mean=mean, std=std) for s in (train, val, test))
+    c, size, classes = data.shape
+    source = {"file": str(path), "sha256": tensordata.file_sha256(path),
+              "splits_given": [k for k in ("train", "val", "test") if k in data.parts],
+              "mean": list(mean), "std": list(std)}
+    pad = max(1, size // 8) if cfg.augment else 0  # as the decoded sets
+    return Splits(cfg.name, train, val, test, InputShape(c, size, classes), pad, cfg.augment,
+                  (), source).to(device)
 
 
 def _subset_rows(rows: torch.Tensor, n: int | None, g: torch.Generator) -> torch.Tensor:

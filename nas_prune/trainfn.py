@@ -36,28 +36,23 @@ module-level function of an importable module.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import numbers
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
+from . import _callables
 from .errors import UserError
 from .train import TrainResult
 
 __all__ = ["PROTOCOL", "TrainFunctionError", "check_function", "check_path", "importable",
-           "register", "run_function"]
+           "register", "resolve", "run_function"]
 
 PROTOCOL = "fn(model, *, epochs, seed, device, report) -> {'val_acc': float in [0, 1]}"
 KEY = "train.function"
-
-#: Functions given in Python, by the path the config records (this process only).
-_REGISTERED: dict[str, Callable[..., Any]] = {}
-
 
 class TrainFunctionError(Exception):
     """A training by the user's function failed: a failed trial (or final run), with this
@@ -66,67 +61,24 @@ class TrainFunctionError(Exception):
 
 def check_path(value: Any, key: str = KEY) -> None:
     """``None`` or ``package.module:name`` (one-line error otherwise; nothing is imported)."""
-    if value is None:
-        return
-    mod, sep, name = value.partition(":") if isinstance(value, str) else ("", "", "")
-    if not (sep and mod.strip() and name.strip()) or " " in value:
-        raise UserError(f"{key}: {value!r}; give the import path of a function as "
-                        f"'package.module:function' (e.g. mypkg.train:fit)")
-
-
-def path_of(fn: Callable[..., Any]) -> str:
-    """``module:qualname`` of a function."""
-    module = getattr(fn, "__module__", None) or "__main__"
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    return f"{module}:{name}"
+    if value is not None:
+        _callables.check_path(value, key, "mypkg.train:fit")
 
 
 def register(fn: Callable[..., Any]) -> str:
     """Register a function given in Python; returns the path the config records."""
-    if not callable(fn):
-        raise UserError(f"train_fn: a {type(fn).__name__} is not callable; pass a function "
-                        f"{PROTOCOL}")
-    if not hasattr(fn, "__qualname__"):
-        raise UserError(f"train_fn: a {type(fn).__name__} has no name to record in the config; "
-                        f"pass a function (def fit(model, *, epochs, ...)) and give it its "
-                        f"settings inside, not a functools.partial or a callable object")
-    path = path_of(fn)
-    _REGISTERED[path] = fn
-    return path
-
-
-def _import(path: str) -> Any:
-    mod, _, name = path.partition(":")
-    if mod.split(".")[0] in sys.stdlib_module_names:
-        raise UserError(f"{KEY}: {path!r}: {mod} is a standard-library module; name a function "
-                        f"of your package")
-    try:
-        obj: Any = importlib.import_module(mod)
-    except Exception as exc:
-        raise UserError(f"{KEY}: {path!r}: cannot import {mod} ({type(exc).__name__}: "
-                        f"{_first_line(exc)}); check the module path and PYTHONPATH") from None
-    for part in name.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise UserError(f"{KEY}: {path!r}: {mod} has no {name!r}; check the name after "
-                            f"the colon")
-    return obj
+    return _callables.register(fn, "train_fn", PROTOCOL)
 
 
 def importable(path: str) -> bool:
     """Whether another process could import ``path`` (a Python-given function may not be)."""
-    try:
-        return _import(path) is not None
-    except UserError:
-        return False
+    return _callables.importable(path)
 
 
 def resolve(path: str) -> Callable[..., Any]:
     """The function of a path: one registered in this process, else imported."""
     check_path(path)
-    fn = _REGISTERED.get(path)
-    if fn is None:
-        fn = _import(path)
+    fn = _callables.resolve(path, f"{KEY}: {path!r}", "a training function")
     if not callable(fn):
         raise UserError(f"{KEY}: {path!r} is a {type(fn).__name__}, not callable; name a "
                         f"function {PROTOCOL}")

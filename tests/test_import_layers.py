@@ -30,10 +30,12 @@ PACKAGE = "nas_prune"
 #: ``__init__`` (``build_model`` and friends) is a facade over the layers, so it is on top.
 LAYERS: list[list[str]] = [
     ["errors", "_meta", "stats"],
-    ["seeding"],  # the seed rule: search, finalists and evaluation seeds from random_seed
+    # the seed rule: search, finalists and evaluation seeds from random_seed; a user's function
+    # by its import path (a model factory, a training function)
+    ["seeding", "_callables"],
     ["_yaml"],
     ["_io", "families"],
-    ["flops", "imagecache", "latency", "surgery"],
+    ["flops", "imagecache", "latency", "surgery", "tensordata"],
     ["widths", "rundir"],
     ["budget", "data", "export", "report"],
     ["train", "rethink_summary"],
@@ -53,10 +55,10 @@ LAYERS: list[list[str]] = [
 #: Modules that call ``importlib.import_module`` with a computed name, and why.
 DYNAMIC = {
     "nas_prune.cli": "the subcommand modules of nas_prune.cli itself (COMMANDS)",
-    "nas_prune.families.graph": "a user's model factory (``model: mypkg.models:make_net``)",
+    "nas_prune._callables": "a user's function by its path (``model: mypkg.models:make_net``, "
+                            "``train.function: mypkg.train:fit``)",
     "nas_prune.search": "the package is callable as nas_prune.search(...), which is "
                         "nas_prune.api.search, a layer above, imported at call time",
-    "nas_prune.trainfn": "a user's training function (``train.function: mypkg.train:fit``)",
 }
 
 

@@ -161,7 +161,7 @@ def test_a_bad_result_is_a_training_error_with_its_reason(function, reason):
 @pytest.mark.parametrize("function, message", [
     (f"{HERE}:wrong_signature", "nas-prune calls fn(model, *, epochs, seed, device, report)"),
     (f"{HERE}:NOT_CALLABLE", "not callable"),
-    (f"{HERE}:missing", "has no 'missing'"),
+    (f"{HERE}:missing", "has no function 'missing'"),
     ("no_such_pkg.train:fit", "cannot import no_such_pkg"),
     ("fit", "give the import path"),
 ])

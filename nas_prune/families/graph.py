@@ -6,7 +6,9 @@
   with ``weights=None``), ``zoo:NAME`` (a factory of :mod:`nas_prune.families.zoo`, e.g. the
   small-input ResNets) or ``package.module:function`` (a user's factory, imported and called:
   an architecture YAML that names one runs that code, so build only YAMLs you trust, as with
-  any Python code; standard-library modules are refused);
+  any Python code; standard-library modules are refused), or the ``module:qualname`` of a
+  factory given in Python (``nas_prune.search(model=make_net)``, :func:`register_model`),
+  which this process calls without importing;
 * ``kwargs``: keyword arguments of the builder (plain YAML values; never ``weights``: candidates
   train from scratch);
 * ``fixed``: layer names (as in ``model.get_submodule``) whose width group stays at full width;
@@ -33,15 +35,14 @@ keep PyTorch's default initialisation. Nothing trained is reused.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import fx, nn
 
+from .. import _callables
 from ..errors import UserError
 from . import _graphgroups as gg
 from ._base import Family, InputShape, WidthGroup
@@ -71,20 +72,28 @@ def _builder(model: str):
             raise UserError(f"graph model {model!r}: unknown; the zoo has "
                             f"{', '.join(zoo.__all__)}")
         return getattr(zoo, name)
-    if kind.split(".")[0] in sys.stdlib_module_names or kind.split(".")[0] == "builtins":
-        # a YAML that names a factory runs it: refuse the standard library outright
-        raise UserError(f"graph model {model!r}: {kind} is a standard-library module, not a "
-                        f"model factory; name a function of your package that returns the "
-                        f"network")
-    try:
-        module = importlib.import_module(kind)
-    except Exception as exc:
-        raise UserError(f"graph model {model!r}: cannot import {kind} ({_message(exc)}); "
-                        f"check the module path and PYTHONPATH") from None
-    fn = getattr(module, name, None)
+    where = f"graph model {model!r}"
+    fn = _callables.resolve(model, where, "a model factory")
     if not callable(fn):
-        raise UserError(f"graph model {model!r}: {kind} has no function {name!r}")
+        raise UserError(f"{where}: {kind} has no function {name!r}")
     return fn
+
+
+def register_model(fn: Any) -> str:
+    """Register a model factory given in Python (``nas_prune.search(model=make_net)``); the
+    path (``module:qualname``) that a space's ``args.model`` records. A lambda is refused: it
+    has no name to tell it from another lambda of its module."""
+    protocol = "make_net(**kwargs) -> nn.Module at full width"
+    if "<lambda>" in str(getattr(fn, "__qualname__", "")):
+        raise UserError(f"model: a lambda has no name to record in the search space; define "
+                        f"the factory with def ({protocol}) and pass its settings as "
+                        f"model_kwargs")
+    path = _callables.path_of(fn) if callable(fn) else ""
+    before = _callables.registered(path)
+    _callables.register(fn, "model", protocol)
+    if before is not None and before is not fn:  # redefined (a notebook cell run again)
+        _analysis.cache_clear()
+    return path
 
 
 def construct(model: str, kwargs: Mapping[str, Any]) -> nn.Module:
@@ -339,4 +348,4 @@ class GraphFamily(Family):
         return shrink(net, self.groups(), widths)
 
 
-__all__ = ["GraphFamily", "adapt_ends", "construct", "resized", "shrink"]
+__all__ = ["GraphFamily", "adapt_ends", "construct", "register_model", "resized", "shrink"]

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .._callables import registered
 from .._meta import code_version, hardware, now
 from ..budget import check_budget
 from ..config import Config, SearchConfig, save_config, to_dict
@@ -55,7 +56,7 @@ from ..seeds import SEED_METHODS, ProposalRun, SeedContext, get_method, parse_me
 from ..table import check_table, table_path
 from ..train import resolve_device
 from ..trainfn import check_function, importable
-from ..widths import SearchSpace
+from ..widths import SearchSpace, space_source
 from ._backend import Location, SearchEvents, mask_url
 from .backends import get_backend
 from .evaluate import SearchSetup
@@ -147,6 +148,21 @@ def check_search_config(cfg: Config) -> None:
             raise UserError(f"train.function: {fn} was given in Python and cannot be imported "
                             f"by the {backend.name} backend's trial processes; define it at "
                             f"module level in an importable module")
+    model = python_model(cfg.space)
+    if model is not None and not backend.in_process and not importable(model):
+        raise UserError(f"model: {model} was given in Python and cannot be imported by the "
+                        f"{backend.name} backend's trial processes; define it at module level "
+                        f"in an importable module (not in a script's __main__ or inside a "
+                        f"function)")
+
+
+def python_model(space: str) -> str | None:
+    """The path of a graph space's model factory when it was given in Python (registered in
+    this process: ``nas_prune.search(model=...)``), else None."""
+    _, raw = space_source(space)
+    args = raw.get("args") if raw.get("family") == "graph" else None
+    model = args.get("model") if isinstance(args, dict) else None
+    return model if isinstance(model, str) and registered(model) is not None else None
 
 
 def _check_trial_count(cfg: Config, methods: list[str]) -> None:
