@@ -53,6 +53,10 @@ class TrainConfig:
     # your own training loop, "package.module:function" (nas_prune.trainfn): every training of
     # a search calls it instead of the built-in trainer, whose recipe keys above it then ignores
     function: str | None = None
+    # with train.function: first train the space's narrowest network for one epoch with it, so
+    # a function that fails stops the search at once instead of failing every trial (its time
+    # and val_acc go to search.json); false skips that check (for a loop whose epoch is costly)
+    function_check: bool = True
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
