@@ -518,6 +518,21 @@ def test_a_cached_base_is_only_reused_by_the_trainer_that_trained_it(
     assert base("slimming", user) == ("trained", "builtin")
     assert base("slimming", ctx) == ("cached", "builtin")
     assert len(WIDTHS) == 1 and len(list(tmp_path.glob("*.pt"))) == 3
+    # the built-in trainer's key is the one written before train.function trained bases
+    # (train.function and train.function_check are not part of it): older caches still count
+    import hashlib
+
+    from nas_prune.seeds._basenet import base_cache_key
+
+    space, method = tiny_vgg_space, get_method("l1norm")
+    old = json.dumps({
+        "family": space.family.name, "args": space.family.arguments(),
+        "input": space.family.input_shape.to_dict(), "base_widths": space.base_widths(),
+        "regulariser": "plain", "data": None, "epochs": 1, "seed": 0,
+        "train": {k: v for k, v in dataclasses.asdict(ctx.train).items()
+                  if k not in ("function", "function_check")}}, sort_keys=True, default=str)
+    assert base_cache_key(method, space, None, ctx.train, 1, 0) == \
+        hashlib.sha256(old.encode()).hexdigest()[:16]
 
 
 def test_slimming_keeps_the_built_in_base_and_says_so_once(tmp_path, capsys):

@@ -242,8 +242,8 @@ def prepare_setup(cfg: Config, methods: list[str], run_dir: Path,
     base_flops = space.base_cost("flops")
     for method_name, why in builtin_bases(cfg, methods).items():
         events.message(f"train.function {cfg.train.function} does not train the base network "
-                       f"of {method_name}: {why}, so nas-prune's trainer trains it (train.* "
-                       f"recipe, data.*)")
+                       f"of {method_name}: {why}, so nas-prune's trainer trains it with the "
+                       f"train.* recipe on data.*")
     for method_name in [m for m in methods if m != UNIFORM] + [UNIFORM]:
         method = get_method(method_name, sm.options.get(method_name))
         run = propose(method, ctx, sm.budget, base_epochs=sm.base_epochs,
