@@ -580,6 +580,12 @@ def test_function_check_false_skips_the_check(tmp_path, capsys):
     assert read_json(run_dir / "search.json")["function_check"] == {
         "function": f"{HERE}:narrow_breaks", "skipped": "train.function_check: false"}
     assert "checked on the narrowest network" not in capsys.readouterr().out
+    # --resume runs the check again, and may turn it on
+    assert search(tmp_path, run_dir, "--n-trials", "2", "--resume",
+                  extra=[f"train.function={HERE}:narrow_breaks", "search.finalists=1",
+                         "train.function_check=true"]) == 2
+    assert "failed its check on the narrowest network" in capsys.readouterr().err
+    assert len(read_records(run_dir)) == 2
 
 
 def test_a_function_failing_on_the_base_network_is_a_one_line_error(tmp_path, capsys):
