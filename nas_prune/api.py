@@ -387,7 +387,8 @@ def propose(config: Config | str | Path | None = None, *, overrides: Overrides =
     f0, p0 = space.count(space.base_widths())
     provenance = {
         **prop.provenance(),
-        "base": {"source": run.base_source, "epochs": sm.base_epochs,
+        "base": {"source": run.base_source, "trainer": run.base_trainer,
+                 "epochs": sm.base_epochs,
                  "checkpoint": sm.base_checkpoint, "metrics": run.base_metrics},
         "base_flops": f0, "base_params": p0,
         "timings_s": {"base_training": round(run.base_train_s, 3),

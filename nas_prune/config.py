@@ -305,7 +305,9 @@ class TrainSource:
 @dataclass(frozen=True)
 class TrainFunction:
     """``train.function``: null or ``package.module:function`` (imported and its signature
-    checked when a search starts: :func:`nas_prune.trainfn.check_function`)."""
+    checked when a search starts: :func:`nas_prune.trainfn.check_function`; then tried for one
+    epoch on the narrowest network unless ``train.function_check`` is false:
+    :func:`nas_prune.trainfn.check_on_narrowest`)."""
 
     def check(self, value: Any, key: str) -> None:
         from .trainfn import check_path

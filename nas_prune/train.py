@@ -51,8 +51,14 @@ class TrainConfig:
     # benchmark instead (nas_prune.table): a search in seconds, against known ground truth
     source: str = "data"
     # your own training loop, "package.module:function" (nas_prune.trainfn): every training of
-    # a search calls it instead of the built-in trainer, whose recipe keys above it then ignores
+    # a search calls it instead of the built-in trainer, whose recipe keys above it then ignores;
+    # it also trains the base networks of l1norm, thinet, regression and autopruner (slimming's
+    # needs its sparsity regulariser and stays with the built-in trainer)
     function: str | None = None
+    # with train.function: first train the space's narrowest network for one epoch with it, so
+    # a function that fails stops the search at once instead of failing every trial (its time
+    # and val_acc go to search.json); false skips that check (for a loop whose epoch is costly)
+    function_check: bool = True
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

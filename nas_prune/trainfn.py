@@ -28,6 +28,13 @@ an exception raised inside) fails that one training with the reason
 not import, a name that is not callable or a signature that cannot take those arguments is a
 one-line :class:`~nas_prune.errors.UserError` before anything trains (:func:`check_function`).
 
+Before anything trains, a search also runs the function once for one epoch on the space's
+narrowest network (:func:`check_on_narrowest`; ``train.function_check: false`` skips it): a
+function that fails there stops the search with a one-line UserError instead of failing every
+trial. It trains the base networks of the seed methods that need only trained weights (l1norm,
+thinet, regression, autopruner; :mod:`nas_prune.seeds._basenet`); slimming's base needs its
+sparsity regulariser during training and stays with nas-prune's trainer.
+
 A function given in Python (``nas_prune.search(..., train_fn=fit)``) is registered in this
 process under its ``module:qualname`` (:func:`register`) and the config records that path:
 another process (Ray workers, ``nas-prune worker``) imports it by the path, so it must then be a
@@ -47,16 +54,24 @@ import torch
 from . import _callables
 from .errors import UserError
 from .train import TrainResult
+from .widths import SearchSpace
 
-__all__ = ["PROTOCOL", "TrainFunctionError", "check_function", "check_path", "importable",
-           "register", "resolve", "run_function"]
+__all__ = ["PROTOCOL", "TrainFunctionError", "check_function", "check_on_narrowest", "check_path",
+           "importable", "register", "resolve", "run_function"]
 
 PROTOCOL = "fn(model, *, epochs, seed, device, report) -> {'val_acc': float in [0, 1]}"
 KEY = "train.function"
 
 class TrainFunctionError(Exception):
     """A training by the user's function failed: a failed trial (or final run), with this
-    reason."""
+    reason (``reason``: what went wrong, without the function's path)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{KEY} {path} {reason}")
+        self.path, self.reason = path, reason
+
+    def __reduce__(self):  # picklable across processes (Ray) with its two arguments
+        return type(self), (self.path, self.reason)
 
 
 def check_path(value: Any, key: str = KEY) -> None:
@@ -109,19 +124,19 @@ def check_function(path: str) -> Callable[..., Any]:
 
 def _accuracy(out: Mapping[str, Any], key: str, path: str) -> float:
     if key not in out:
-        raise TrainFunctionError(f"{KEY} {path} returned no {key!r} (keys: "
-                                 f"{', '.join(map(str, out)) or 'none'})")
+        raise TrainFunctionError(path, f"returned no {key!r} (keys: "
+                                       f"{', '.join(map(str, out)) or 'none'})")
     v = out[key]
     if isinstance(v, torch.Tensor) and v.numel() == 1:
         v = v.item()
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TrainFunctionError(f"{KEY} {path} returned {key} {v!r}, not a number")
+        raise TrainFunctionError(path, f"returned {key} {v!r}, not a number")
     v = float(v)
     if not math.isfinite(v):
-        raise TrainFunctionError(f"{KEY} {path} returned {key} {v}")
+        raise TrainFunctionError(path, f"returned {key} {v}")
     if not 0.0 <= v <= 1.0:
-        raise TrainFunctionError(f"{KEY} {path} returned {key} {v:g}, not in [0, 1] (a "
-                                 f"fraction, not percent)")
+        raise TrainFunctionError(path, f"returned {key} {v:g}, not in [0, 1] (a "
+                                       f"fraction, not percent)")
     return v
 
 
@@ -161,21 +176,21 @@ def run_function(path: str, model: torch.nn.Module, *, epochs: int, seed: int,
     except torch.OutOfMemoryError:
         raise  # the search reports it as out of memory
     except Exception as exc:
-        raise TrainFunctionError(f"{KEY} {path} raised {type(exc).__name__}: "
-                                 f"{_first_line(exc)}") from exc
+        raise TrainFunctionError(path, f"raised {type(exc).__name__}: "
+                                       f"{_first_line(exc)}") from exc
     wall = time.perf_counter() - t0
     if state["bad"]:
-        raise TrainFunctionError(f"{KEY} {path} {state['bad']}; accuracies are fractions in "
-                                 f"[0, 1]")
+        raise TrainFunctionError(path, f"{state['bad']}; accuracies are fractions in "
+                                       f"[0, 1]")
     if not isinstance(out, Mapping):
-        raise TrainFunctionError(f"{KEY} {path} returned a {type(out).__name__}, not a mapping "
-                                 f"with val_acc")
+        raise TrainFunctionError(path, f"returned a {type(out).__name__}, not a mapping "
+                                       f"with val_acc")
     val = _accuracy(out, "val_acc", path)
     test = None
     if evaluate_test:
         if "test_acc" not in out:
-            raise TrainFunctionError(f"{KEY} {path} returned no 'test_acc' for a final-table "
-                                     f"run; return it when called with test=True")
+            raise TrainFunctionError(path, "returned no 'test_acc' for a final-table "
+                                           "run; return it when called with test=True")
         test = _accuracy(out, "test_acc", path)
     run = out.get("epochs")
     if isinstance(run, int) and not isinstance(run, bool) and 0 <= run <= epochs:
@@ -191,6 +206,35 @@ def run_function(path: str, model: torch.nn.Module, *, epochs: int, seed: int,
                        val_acc=curve, val_acc_final=val, test_acc=test, wall_time=wall,
                        reason=f"stopped early after epoch {epochs_run}" if state["stopped"]
                        else "")
+
+
+def check_on_narrowest(path: str, space: SearchSpace, *, seed: int, device: torch.device
+                       ) -> dict[str, Any]:
+    """The up-front check (``train.function_check``): one epoch of the function on the space's
+    narrowest network (:meth:`~nas_prune.widths.SearchSpace.min_widths`, built under
+    ``torch.manual_seed(seed)`` and moved to ``device``) with a real ``report``, before any
+    base network or trial trains. Raising, returning anything but a mapping with a finite
+    ``val_acc`` in [0, 1], or reporting a bad value is a one-line
+    :class:`~nas_prune.errors.UserError`; otherwise what it cost: the record ``search.json``
+    keeps (``function_check``)."""
+    import time
+
+    widths = space.min_widths()
+    torch.manual_seed(seed)
+    model = space.family.build(widths).to(device)
+    t0 = time.perf_counter()
+    try:
+        result = run_function(path, model, epochs=1, seed=seed, device=device)
+    except TrainFunctionError as exc:
+        reason = exc.reason
+    except torch.OutOfMemoryError:
+        reason = f"ran out of memory on {device}"
+    else:
+        return {"function": path, "widths": dict(widths), "epochs": 1, "seed": int(seed),
+                "device": str(device), "val_acc": result.val_acc_final,
+                "wall_s": round(time.perf_counter() - t0, 3)}
+    raise UserError(f"{KEY} {path} failed its check on the narrowest network (1 epoch): "
+                    f"{reason} (train.function_check: false skips this check)")
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

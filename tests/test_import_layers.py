@@ -39,10 +39,11 @@ LAYERS: list[list[str]] = [
     ["widths", "rundir"],
     ["budget", "data", "export", "report"],
     ["train", "rethink_summary"],
+    # train.function: mypkg.train:fit (config checks its format; scratch and search use it, and
+    # seeds trains a base network with it)
+    ["trainfn"],
     ["seeds", "oneshot"],  # seed methods (and one-shot screening) take explicit arguments, never a Config
-    # train.source: table:PATH and train.function: mypkg.train:fit (config checks their
-    # format; scratch and search use them)
-    ["table", "trainfn"],
+    ["table"],  # train.source: table:PATH (config checks its format; scratch and search use it)
     ["config"],
     ["scratch", "testing"],
     ["search"],

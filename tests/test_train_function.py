@@ -140,7 +140,10 @@ def test_the_users_loop_drives_trials_rungs_finalists_and_the_final_table(
 
 
 def test_a_trainer_that_raises_fails_its_trials_and_the_search_goes_on(tmp_path, capsys):
-    run_dir = _run(tmp_path, f"{HERE}:raises", "--early-stopping", "none")
+    """Past the up-front check (skipped here: it would stop the search at once), a trainer that
+    raises fails each trial with the reason, and the search goes on."""
+    run_dir = _run(tmp_path, f"{HERE}:raises", "--early-stopping", "none",
+                   extra=("train.function_check=false",))
     records = read_records(run_dir)
     assert len(records) == 3 and all(r.state == "FAIL" for r in records)
     assert all("raised RuntimeError: my loader broke" in r.reason for r in records)
@@ -375,3 +378,244 @@ def test_a_failed_fine_tuned_first_seed_ships_the_scratch_weights_and_says_so(tm
     rows[1] = row(FINETUNED, "final/ft2", weights=True)
     shipped, path = _shipped_weights(setup("finetuned"), rows, tmp_path)
     assert shipped["source"] == FINETUNED and path == tmp_path / "final/ft2/seed10000/model.pt"
+
+
+# ---- the up-front check and the seed methods' base networks ---------------------------------
+WIDTHS: list[dict] = []  # every call of width_fit: the conv widths it trained, epochs, seed
+FIRST = {"calls": 0}
+SWITCH = {"narrow_broken": False}
+
+
+def _convs(model: torch.nn.Module) -> list[int]:
+    return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def _tiny_space():
+    from nas_prune.widths import SearchSpace
+
+    from .test_search_common import TINY
+
+    return SearchSpace.from_dict(TINY, name="tiny")
+
+
+def _tiny_convs(which: str) -> list[int]:
+    """The conv widths of the search tests' tiny space at its narrowest or full width."""
+    space = _tiny_space()
+    widths = space.min_widths() if which == "narrowest" else space.base_widths()
+    return _convs(space.family.build(widths))
+
+
+def width_fit(model, *, epochs, seed, device, report, test=False):
+    """``fit``, recording the widths of every network it is given."""
+    WIDTHS.append({"convs": _convs(model), "epochs": epochs, "seed": seed})
+    return fit(model, epochs=epochs, seed=seed, device=device, report=report, test=test)
+
+
+def _constant(test: bool) -> dict:
+    return {"val_acc": 0.5, **({"test_acc": 0.5} if test else {})}
+
+
+def raises_first(model, *, epochs, seed, device, report):
+    FIRST["calls"] += 1
+    if FIRST["calls"] == 1:
+        raise ValueError("not warmed up")
+    return {"val_acc": 0.5}
+
+
+def returns_list(model, *, epochs, seed, device, report):
+    return [0.5]
+
+
+def reports_percent(model, *, epochs, seed, device, report):
+    report(0, 50.0)
+    return {"val_acc": 0.5}
+
+
+def narrow_breaks(model, *, epochs, seed, device, report, test=False):
+    if _convs(model) == _tiny_convs("narrowest"):
+        raise ValueError("too few channels for my head")
+    return _constant(test)
+
+
+def switchable(model, *, epochs, seed, device, report, test=False):
+    if SWITCH["narrow_broken"] and _convs(model) == _tiny_convs("narrowest"):
+        raise ValueError("broken since the search started")
+    return _constant(test)
+
+
+def base_breaks(model, *, epochs, seed, device, report, test=False):
+    if _convs(model) == _tiny_convs("full"):
+        raise ValueError("out of patience at full width")
+    return _constant(test)
+
+
+@pytest.fixture
+def no_builtin_base(monkeypatch):
+    from nas_prune.seeds import _basenet
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the built-in trainer trained a base network")
+
+    monkeypatch.setattr(_basenet, "train", refuse)
+
+
+def test_the_users_loop_trains_the_l1norm_base_after_its_check_on_the_narrowest_network(
+        tmp_path, capsys, no_builtin_trainer, no_builtin_base):
+    """First one epoch on the narrowest network (search.json says what it cost), then the
+    full-width base for seed_method.base_epochs with the config's seed, then the trials; the
+    proposal, the base cache and the fine-tuned row say the user's function trained them."""
+    WIDTHS.clear()
+    path = f"{HERE}:width_fit"
+    run_dir = _run(tmp_path, path, "--seed-method", "l1norm", "--n-trials", "2",
+                   extra=("seed_method.base_epochs=2", "search.finetune_epochs=1"))
+    narrow, full = _tiny_convs("narrowest"), _tiny_convs("full")
+    assert WIDTHS[0] == {"convs": narrow, "epochs": 1, "seed": 1}  # --seed 1
+    assert WIDTHS[1] == {"convs": full, "epochs": 2, "seed": 1}
+    info = read_json(run_dir / "search.json")
+    check = info["function_check"]
+    assert check["function"] == path and check["epochs"] == 1 and check["seed"] == 1
+    assert check["widths"] == _tiny_space().min_widths()
+    assert 0 <= check["val_acc"] <= 1 and check["wall_s"] >= 0
+    out = capsys.readouterr().out
+    assert f"train.function {path}: checked on the narrowest network (1 epoch)" in out
+    assert "base trained in" in out and f"by train.function {path}" in out
+    prov = yaml.safe_load((run_dir / "proposals" / "l1norm.yaml").read_text())["provenance"]
+    assert prov["base_source"] == "trained"
+    assert prov["base_trainer"] == prov["base_metrics"]["trainer"] == f"train.function {path}"
+    cached = [read_json(p) for p in (run_dir / "bases").glob("*.json")]
+    assert [c["trainer"] for c in cached] == [f"train.function {path}"]
+    final = read_json(run_dir / "final.json")
+    assert f"by train.function {path}" in final["finetune"]["rule"]
+    assert "rewinding is its built-in trainer's" in final["finetune"]["rule"]
+
+
+def test_a_cached_base_is_only_reused_by_the_trainer_that_trained_it(
+        tmp_path, tiny_vgg_space, tiny_data):
+    """RUN/bases keys who trained a base: the built-in trainer's l1norm base is not the user's
+    function's, nor the other way round; slimming's base is the built-in's either way."""
+    import dataclasses
+
+    from nas_prune.seeds import SeedContext, get_method, trained_base
+    from nas_prune.train import TrainConfig
+
+    ctx = SeedContext(space=tiny_vgg_space, data=tiny_data, device=torch.device("cpu"),
+                      train=TrainConfig(epochs=1, batch_size=50, warmup_epochs=0))
+    user = dataclasses.replace(ctx, train=dataclasses.replace(
+        ctx.train, function=f"{HERE}:width_fit", function_check=False))
+
+    def base(method: str, c: SeedContext) -> tuple[str, str]:
+        _, source, _, info = trained_base(get_method(method), c, epochs=1, cache_dir=tmp_path,
+                                          progress=False)
+        return source, info["trainer"]
+
+    WIDTHS.clear()
+    mine = f"train.function {HERE}:width_fit"
+    assert base("l1norm", ctx) == ("trained", "builtin")
+    assert base("l1norm", user) == ("trained", mine) and len(WIDTHS) == 1
+    assert base("l1norm", user) == ("cached", mine)
+    assert base("autopruner", user) == ("cached", mine)  # the same plain base
+    assert base("l1norm", ctx) == ("cached", "builtin")
+    assert base("slimming", user) == ("trained", "builtin")
+    assert base("slimming", ctx) == ("cached", "builtin")
+    assert len(WIDTHS) == 1 and len(list(tmp_path.glob("*.pt"))) == 3
+    # the built-in trainer's key is the one written before train.function trained bases
+    # (train.function and train.function_check are not part of it): older caches still count
+    import hashlib
+
+    from nas_prune.seeds._basenet import base_cache_key
+
+    space, method = tiny_vgg_space, get_method("l1norm")
+    old = json.dumps({
+        "family": space.family.name, "args": space.family.arguments(),
+        "input": space.family.input_shape.to_dict(), "base_widths": space.base_widths(),
+        "regulariser": "plain", "data": None, "epochs": 1, "seed": 0,
+        "train": {k: v for k, v in dataclasses.asdict(ctx.train).items()
+                  if k not in ("function", "function_check")}}, sort_keys=True, default=str)
+    assert base_cache_key(method, space, None, ctx.train, 1, 0) == \
+        hashlib.sha256(old.encode()).hexdigest()[:16]
+
+
+def test_slimming_keeps_the_built_in_base_and_says_so_once(tmp_path, capsys):
+    WIDTHS.clear()
+    path = f"{HERE}:width_fit"
+    run_dir = _run(tmp_path, path, "--seed-method", "slimming", "--n-trials", "2",
+                   extra=("seed_method.base_epochs=1",))
+    assert _tiny_convs("full") not in [w["convs"] for w in WIDTHS]
+    prov = yaml.safe_load((run_dir / "proposals" / "slimming.yaml").read_text())["provenance"]
+    assert prov["base_trainer"] == "builtin (slimming needs its sparsity regulariser)"
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "does not train the base network" in line]
+    assert len(said) == 1 and "slimming needs its sparsity regulariser" in said[0], said
+
+
+@pytest.mark.parametrize("function, reason", [
+    ("raises_first", "raised ValueError: not warmed up"),
+    ("returns_nan", "returned val_acc nan"),
+    ("returns_list", "returned a list, not a mapping with val_acc"),
+    ("reports_percent", "reported val_acc 50.0 after epoch 1"),
+    ("narrow_breaks", "raised ValueError: too few channels for my head"),
+])
+def test_a_function_that_fails_its_check_stops_the_search_before_any_trial(
+        tmp_path, capsys, function, reason):
+    FIRST["calls"] = 0
+    run_dir = tmp_path / "run"
+    assert search(tmp_path, run_dir, "--n-trials", "3",
+                  extra=[f"train.function={HERE}:{function}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert (f"train.function {HERE}:{function} failed its check on the narrowest network "
+            f"(1 epoch): {reason}") in err[0]
+    assert "train.function_check: false" in err[0]
+    assert not run_dir.exists() and read_records(run_dir) == []
+
+
+def test_function_check_false_skips_the_check(tmp_path, capsys):
+    """A function that fails only on the narrowest network passes a search that does not
+    check it (no candidate at the budget is that narrow), and search.json says it was
+    skipped."""
+    run_dir = _run(tmp_path, f"{HERE}:narrow_breaks", "--n-trials", "2",
+                   extra=("train.function_check=false",))
+    records = read_records(run_dir)
+    assert len(records) == 2 and all(r.state == "COMPLETE" for r in records)
+    assert read_json(run_dir / "search.json")["function_check"] == {
+        "function": f"{HERE}:narrow_breaks", "skipped": "train.function_check: false"}
+    assert "checked on the narrowest network" not in capsys.readouterr().out
+    # --resume runs the check again, and may turn it on
+    assert search(tmp_path, run_dir, "--n-trials", "2", "--resume",
+                  extra=[f"train.function={HERE}:narrow_breaks", "search.finalists=1",
+                         "train.function_check=true"]) == 2
+    assert "failed its check on the narrowest network" in capsys.readouterr().err
+    assert len(read_records(run_dir)) == 2
+
+
+def test_a_function_failing_on_the_base_network_is_a_one_line_error(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert search(tmp_path, run_dir, "--n-trials", "2", "--seed-method", "l1norm",
+                  extra=[f"train.function={HERE}:base_breaks",
+                         "seed_method.base_epochs=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert (f"train.function {HERE}:base_breaks failed training the base network of l1norm "
+            f"(seed_method.base_epochs 1): raised ValueError: out of patience at full "
+            f"width") in err[0]
+    assert read_records(run_dir) == [] and not (run_dir / "search.json").exists()
+
+
+def test_a_worker_checks_the_function_before_its_trials(tmp_path, capsys):
+    from nas_prune.cli import main
+
+    from .test_search_common import storage_of
+
+    SWITCH["narrow_broken"] = False
+    run_dir = _run(tmp_path, f"{HERE}:switchable", "--n-trials", "2")
+    before = len(read_records(run_dir))
+    capsys.readouterr()
+    SWITCH["narrow_broken"] = True
+    try:
+        assert main(["worker", "--storage", storage_of(run_dir), "--n-trials", "1"]) == 2
+    finally:
+        SWITCH["narrow_broken"] = False
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "failed its check on the narrowest network" in err[0], err
+    assert "raised ValueError: broken since the search started" in err[0]
+    assert len(read_records(run_dir)) == before

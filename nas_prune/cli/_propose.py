@@ -115,6 +115,8 @@ def run_propose(args: argparse.Namespace) -> int:
                  "cached": f"taken from the cache in {run_dir / 'bases'}",
                  "checkpoint": f"loaded from {sm.base_checkpoint}",
                  "none": "not needed"}[run.base_source]
+    if run.base_trainer and cfg.train.function is not None:  # whose loop trained it
+        base_what += f", trainer: {run.base_trainer}"
     val = run.base_metrics.get("val_acc")
     print(f"base network: {base_what}" + (f", val acc {val:.4f}" if val is not None else ""))
     print(f"time: base training {run.base_train_s:.1f}s, proposal {run.propose_s:.1f}s")

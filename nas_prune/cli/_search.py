@@ -56,6 +56,8 @@ class Printer:
         base = {"none": "no base network", "cached": "cached base network",
                 "checkpoint": "base from checkpoint"}.get(
             run.base_source, f"base trained in {run.base_train_s:.1f}s")
+        if (run.base_trainer or "").startswith("train.function"):
+            base += f" by {run.base_trainer}"
         self._print(f"proposal {name:<10} {widths_summary(p.widths):<28} {p.metric} "
                     f"{cost_ratio:.3f} of base ({base}, proposed in {run.propose_s:.2f}s)")
 

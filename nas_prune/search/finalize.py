@@ -180,12 +180,16 @@ FINETUNED = "best (fine-tuned)"
 
 def finetune_rule(setup: SearchSetup) -> str:
     cfg = setup.cfg
+    fn = cfg.train.function
+    how = ("with learning-rate rewinding (the recipe's whole schedule again)" if fn is None
+           else f"by train.function {fn} (its own loop and schedule; nas-prune's learning-rate "
+                f"rewinding is its built-in trainer's)")
+    by = "" if fn is None else f" by train.function {fn}"
     return (f"the winner's widths cut by filter L1 norm from the full-width network trained "
-            f"from scratch for {cfg.seed_method.base_epochs} epochs (seed_method.base_epochs) "
-            f"on the same evaluation seed, then trained for {cfg.search.finetune_epochs} epochs "
-            f"with learning-rate rewinding (the recipe's whole schedule again); the "
-            f"architecture was chosen on from-scratch evidence, only these weights come from "
-            f"the base network")
+            f"from scratch{by} for {cfg.seed_method.base_epochs} epochs "
+            f"(seed_method.base_epochs) on the same evaluation seed, then trained for "
+            f"{cfg.search.finetune_epochs} epochs {how}; the architecture was chosen on "
+            f"from-scratch evidence, only these weights come from the base network")
 
 
 def finetune_best(setup: SearchSetup, widths: dict[str, int], *, out_dir: Path,
@@ -195,7 +199,8 @@ def finetune_best(setup: SearchSetup, widths: dict[str, int], *, out_dir: Path,
     with the largest L1 norms, :mod:`nas_prune.surgery`) and train the cut network for
     ``search.finetune_epochs`` epochs with the recipe's whole learning-rate schedule (rewinding,
     Renda et al. 2020), on the same seed; scored on the validation and test splits. Each run
-    records the base network's epochs and scores with its own."""
+    records the base network's epochs and scores with its own. With ``train.function`` both
+    trainings are the user's function's (its own schedule: no rewinding of ours)."""
     from ..surgery import cut_down, filter_l1_scores, keep_from_scores
 
     cfg, space = setup.cfg, setup.space
@@ -250,6 +255,8 @@ def _reuse(folder: Path, setup: SearchSetup, widths: dict[str, int], *, seed: in
     cur = to_dict(setup.cfg)
     if isinstance(old.get("train"), dict):  # written before train.function existed
         old["train"].setdefault("function", None)
+        old["train"].pop("function_check", None)  # the up-front check trains no final run
+    cur["train"] = {k: v for k, v in cur["train"].items() if k != "function_check"}
     if (spec.widths != widths or m.get("seed") != seed or m.get("epochs_planned") != epochs
             or m.get("status") != "ok" or m.get("test_acc") is None
             or old.get("data") != cur["data"] or old.get("train") != cur["train"]):

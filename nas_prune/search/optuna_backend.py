@@ -723,10 +723,16 @@ def run_worker(storage_url: str, study_name: str | None, *, device: str | None =
                        "Optuna's documented trouble spot with several writers; for several "
                        "processes use journal:///PATH (one machine or a shared file system), "
                        "for several machines PostgreSQL (docs/scaling-out.md, 'Storages')")
-    if setup.cfg.train.function is not None:  # importable here, before a trial fails on it
-        from ..trainfn import check_function
+    fn = setup.cfg.train.function
+    if fn is not None:  # importable here and working, before a trial fails on it
+        from ..trainfn import check_function, check_on_narrowest
 
-        check_function(setup.cfg.train.function)
+        check_function(fn)
+        if setup.cfg.train.function_check:
+            done = check_on_narrowest(fn, setup.space, seed=setup.cfg.random_seed,
+                                      device=resolve_device(setup.cfg.device))
+            events.message(f"worker: train.function {fn} checked on the narrowest network "
+                           f"(1 epoch): val_acc {done['val_acc']:.4f} in {done['wall_s']:.1f}s")
     total = int(study.user_attrs.get(ATTR_TOTAL, setup.cfg.search.n_trials))
     _use_rules(study, setup, total=total, worker=True)
     events.message(f"joined study {study.study_name!r} in {mask_url(storage_url)}: total "

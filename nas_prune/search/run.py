@@ -8,7 +8,8 @@ the baselines are retrained on several seeds and scored on the test split -> the
 * ``config.yaml`` (resolved config, written first: a search killed while its seed methods train
   still leaves a run directory that ``--resume`` continues), ``setup.json`` (config + candidate
   space), ``search.json`` (command, backend, budget, costs, times, hardware, versions, where the
-  trials live), ``proposals/<method>.yaml`` and ``proposals/uniform.yaml``;
+  trials live; with ``train.function`` its check on the narrowest network, ``function_check``:
+  :func:`function_check`), ``proposals/<method>.yaml`` and ``proposals/uniform.yaml``;
 * ``trials.csv`` / ``trials.jsonl``, rewritten after every trial;
 * ``final.json``, ``best.yaml``, ``best.pt``, ``pareto/`` (see :mod:`nas_prune.search.finalize`).
 
@@ -55,7 +56,7 @@ from ..scratch import data_for, resolve_space
 from ..seeds import SEED_METHODS, ProposalRun, SeedContext, get_method, parse_methods, propose
 from ..table import check_table, table_path
 from ..train import resolve_device
-from ..trainfn import check_function, importable
+from ..trainfn import check_function, check_on_narrowest, importable
 from ..widths import SearchSpace, space_source
 from ._backend import Location, SearchEvents, mask_url
 from .backends import get_backend
@@ -73,9 +74,10 @@ from .screening import (
 from .space import OBJECTIVES, UNIFORM, CandidateSpace
 
 # Config keys a resumed search may change: they do not change which candidates mean what.
-RESUMABLE = ("device", "run_dir", "search.n_trials", "search.timeout", "search.final_seeds",
-             "search.finalists", "search.final_epochs", "search.finetune_epochs",
-             "search.best_weights", "search.storage", "search.study_name", "search.ray")
+RESUMABLE = ("device", "run_dir", "train.function_check", "search.n_trials", "search.timeout",
+             "search.final_seeds", "search.finalists", "search.final_epochs",
+             "search.finetune_epochs", "search.best_weights", "search.storage",
+             "search.study_name", "search.ray")
 
 
 @dataclass
@@ -175,14 +177,17 @@ def _check_trial_count(cfg: Config, methods: list[str]) -> None:
 
 def _proposal_spec(space: SearchSpace, run: ProposalRun, base_flops: int):
     prov = {**run.proposal.provenance(), "base_flops": base_flops,
-            "base_source": run.base_source, "base_train_s": round(run.base_train_s, 3),
+            "base_source": run.base_source, "base_trainer": run.base_trainer,
+            "base_train_s": round(run.base_train_s, 3),
             "propose_s": round(run.propose_s, 3), "base_metrics": run.base_metrics}
     return space.spec(run.proposal.widths, provenance=prov)
 
 
 def uses_data(cfg: Config) -> bool:
     """Whether the search loads ``cfg.data``: not on a results table, nor with the user's
-    training function (its data are its own) unless a seed method trains a base network."""
+    training function (its data are its own) unless a seed method needs a base network (its
+    proposal looks at the data: sensitivity, activations, gates; slimming's base trains on
+    them)."""
     if table_path(cfg.train.source) is not None:
         return False
     if cfg.train.function is None:
@@ -209,6 +214,37 @@ def check_inputs(cfg: Config) -> None:
         data_for(cfg.data, resolve_device(cfg.device), space.spec(space.base_widths()))
 
 
+def function_check(cfg: Config, events: SearchEvents) -> dict[str, Any] | None:
+    """With ``train.function``: one epoch of it on the space's narrowest network before
+    anything else trains (:func:`nas_prune.trainfn.check_on_narrowest`; a failure is a
+    one-line UserError), unless ``train.function_check`` is false. Returns what search.json
+    records (None without a function)."""
+    fn = cfg.train.function
+    if fn is None:
+        return None
+    if not cfg.train.function_check:
+        return {"function": fn, "skipped": "train.function_check: false"}
+    _, _, space = resolve_space(cfg)
+    done = check_on_narrowest(fn, space, seed=cfg.random_seed,
+                              device=resolve_device(cfg.device))
+    events.message(f"train.function {fn}: checked on the narrowest network (1 epoch): val_acc "
+                   f"{done['val_acc']:.4f} in {done['wall_s']:.1f}s")
+    return done
+
+
+def builtin_bases(cfg: Config, methods: list[str]) -> dict[str, str]:
+    """Methods whose base network nas-prune's trainer trains although ``train.function`` is
+    set (they need a regulariser while it trains) -> why."""
+    if cfg.train.function is None or cfg.seed_method.base_checkpoint:
+        return {}
+    out = {}
+    for name in methods:
+        cls = SEED_METHODS[name]
+        if cls.needs_base and cls.builtin_base:
+            out[name] = cls.builtin_base
+    return out
+
+
 def prepare_setup(cfg: Config, methods: list[str], run_dir: Path, events: SearchEvents
                   ) -> tuple[SearchSetup, dict[str, dict[str, Any]]]:
     """Seed proposals and the uniform baseline at the budget; RUN/proposals/*.yaml.
@@ -230,6 +266,10 @@ def prepare_setup(cfg: Config, methods: list[str], run_dir: Path, events: Search
     starts: dict[str, dict[str, int]] = {}
     scores: dict[str, dict[str, Any]] = {}
     base_flops = space.base_cost("flops")
+    for method_name, why in builtin_bases(cfg, methods).items():
+        events.message(f"train.function {cfg.train.function} does not train the base network "
+                       f"of {method_name}: {why}, so nas-prune's trainer trains it with the "
+                       f"train.* recipe on data.*")
     for method_name in [m for m in methods if m != UNIFORM] + [UNIFORM]:
         method = get_method(method_name, sm.options.get(method_name))
         run = propose(method, ctx, sm.budget, base_epochs=sm.base_epochs,
@@ -340,6 +380,7 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
             raise UserError(f"run directory {run_dir}: {where.label} already exists; pass "
                             f"--resume to continue it, or choose another --run-dir")
         setup = resumed_setup(stored, cfg, fixed=backend.fixed_on_resume)
+        checked = function_check(cfg, events)
     else:
         _check_trial_count(cfg, methods)
         if resume:
@@ -352,6 +393,7 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
                            f"holds")
             previous = None
         check_inputs(cfg)  # nothing is written for a search that cannot start
+        checked = function_check(cfg, events)  # before any base network or trial trains
         if cfg.search.screening.population and cfg.search.screening.score == "shared":
             check_shared_checkpoint(cfg, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -360,7 +402,8 @@ def run_search(cfg: Config, *, run_dir: str | Path | None = None, resume: bool =
         if cfg.search.screening.population:
             chosen, _ = run_screening(setup, run_dir, say=events.message, importance=scores)
             setup = replace(setup, screened=chosen)
-    _start(setup, run_dir, command=command, location=where, previous=previous)
+    _start(setup, run_dir, command=command, location=where, previous=previous,
+           function_check=checked)
     records = backend.run(setup, run_dir, resume=stored is not None, events=events)
     write_records(run_dir, records)
     paths = [run_dir / CONFIG_YAML, run_dir / SEARCH_JSON, run_dir / TRIALS_CSV,
@@ -400,11 +443,13 @@ def _fmt(x: float | None) -> str:
 
 
 def _start(setup: SearchSetup, run_dir: Path, *, command: str, location: Location,
-           previous: dict[str, Any] | None) -> None:
+           previous: dict[str, Any] | None, function_check: dict[str, Any] | None) -> None:
     save_config(setup.cfg, run_dir / CONFIG_YAML)
     write_json(run_dir / SETUP_JSON, setup.to_dict())
-    write_json(run_dir / SEARCH_JSON, search_info(setup, command=command, location=location,
-                                                  previous=previous))
+    info = search_info(setup, command=command, location=location, previous=previous)
+    if function_check is not None:
+        info["function_check"] = function_check
+    write_json(run_dir / SEARCH_JSON, info)
 
 
 # ---- reading a run back --------------------------------------------------------------------

@@ -12,7 +12,8 @@ Lifecycle, as called by :func:`nas_prune.seeds.propose`:
    extra modules such as AutoPruner's gates);
 2. ``base_hooks(model, space)`` gives the regulariser used while training it (Slimming's sparsity);
    ``base_key(space)`` names that regulariser, so that trained bases are cached and shared
-   between methods;
+   between methods; with ``train.function`` the user's function trains the base unless
+   ``builtin_base`` says why the method needs nas-prune's trainer;
 3. ``propose(model, ctx, budget)`` returns a :class:`Proposal`.
 """
 
@@ -103,6 +104,10 @@ class SeedMethod(ABC):
     groups_note: ClassVar[str] = "residual groups: sum of per-layer normalised scores"
     limitations: ClassVar[str] = ""
     needs_base: ClassVar[bool] = True  # False for baselines that ignore the network
+    #: Why the base network needs nas-prune's own trainer even with ``train.function`` (a
+    #: regulariser while it trains, :meth:`base_hooks`); "": trained weights are all the method
+    #: needs, and the user's function trains its base (:func:`nas_prune.seeds.trained_base`).
+    builtin_base: ClassVar[str] = ""
 
     @dataclass(frozen=True)
     class Options:

@@ -1,7 +1,15 @@
 """Base networks for seed methods: train with the method's regulariser, load, or reuse a cache.
 
 A trained base is cached under ``cache_dir`` keyed by everything that determines it (space,
-regulariser, data and training config, epochs, seed), so a second proposal does not retrain.
+regulariser, data and training config, epochs, seed, and who trained it), so a second proposal
+does not retrain.
+
+With ``train.function`` (:mod:`nas_prune.trainfn`) the user's function trains the base of a
+method that needs only trained weights (l1norm, thinet, regression, autopruner: the plain
+family model), for ``seed_method.base_epochs`` epochs with the config's random seed; a method
+whose base needs a regulariser while it trains (``SeedMethod.builtin_base``: slimming) keeps
+nas-prune's trainer. The base's info (``base_metrics``, ``RUN/bases/*.json``) says which
+trained it (``trainer``).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from ..budget import check_budget
 from ..data import DataConfig, Splits
 from ..errors import UserError
 from ..train import TrainConfig, TrainResult, train
+from ..trainfn import TrainFunctionError, run_function
 from ..widths import SearchSpace
 from ._base import Proposal, SeedContext, SeedMethod
 
@@ -35,19 +44,46 @@ class ProposalRun:
     base_train_s: float
     propose_s: float
     base_metrics: dict[str, Any] = field(default_factory=dict)
+    #: who trained the base: "builtin", "builtin (why)" when train.function is set but the
+    #: method needs nas-prune's trainer, or "train.function PATH"; None without a trained base
+    base_trainer: str | None = None
+
+
+BUILTIN = "builtin"
+
+
+def base_function(method: SeedMethod, train_cfg: TrainConfig) -> str | None:
+    """The ``train.function`` that trains ``method``'s base network, or None (nas-prune's
+    trainer: no function set, or the method needs its regulariser while training)."""
+    return None if method.builtin_base else train_cfg.function
+
+
+def trainer_label(method: SeedMethod, train_cfg: TrainConfig) -> str:
+    """Who trains ``method``'s base under ``train_cfg``, in words (for provenance)."""
+    fn = base_function(method, train_cfg)
+    if fn is not None:
+        return f"train.function {fn}"
+    if train_cfg.function is not None:
+        return f"{BUILTIN} ({method.builtin_base})"
+    return BUILTIN
 
 
 def base_cache_key(method: SeedMethod, space: SearchSpace, data_cfg: DataConfig | None,
                    train_cfg: TrainConfig, epochs: int, seed: int) -> str:
     fam = space.family
-    blob = json.dumps({
+    content = {
         "family": fam.name, "args": fam.arguments(), "input": fam.input_shape.to_dict(),
         "base_widths": space.base_widths(), "regulariser": method.base_key(space),
         "data": dataclasses.asdict(data_cfg) if data_cfg else None,
-        # train.function never trains a base network: not part of the key (nor of older keys)
-        "train": {k: v for k, v in dataclasses.asdict(train_cfg).items() if k != "function"},
+        # the built-in trainer's base is keyed as before train.function existed
+        "train": {k: v for k, v in dataclasses.asdict(train_cfg).items()
+                  if k not in ("function", "function_check")},
         "epochs": epochs, "seed": seed,
-    }, sort_keys=True, default=str)
+    }
+    fn = base_function(method, train_cfg)
+    if fn is not None:  # the user's function trained it: never shared with the built-in's
+        content["trainer"] = f"train.function {fn}"
+    blob = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -73,7 +109,9 @@ def trained_base(method: SeedMethod, ctx: SeedContext, *, epochs: int,
                  progress: bool | None = None) -> tuple[nn.Module, str, float, dict]:
     """The method's base network, trained (or loaded), on ``ctx.device`` in eval mode.
 
-    Returns (model, source, seconds spent training, training metrics).
+    Trained by ``ctx.train.function`` where it trains this method's base
+    (:func:`base_function`), else by nas-prune's trainer with the method's regulariser.
+    Returns (model, source, seconds spent training, training metrics, with ``trainer``).
     """
     model = method.base_model(ctx.space)
     if checkpoint is not None:
@@ -89,20 +127,38 @@ def trained_base(method: SeedMethod, ctx: SeedContext, *, epochs: int,
             return model.to(ctx.device).eval(), "cached", 0.0, info
     torch.manual_seed(ctx.seed)
     model = method.base_model(ctx.space)  # rebuilt under the seed: same seed, same base
+    fn = base_function(method, ctx.train)
     t0 = time.perf_counter()
-    result: TrainResult = train(model, _data_on(ctx.data, ctx.device), ctx.train, epochs=epochs,
-                                seed=ctx.seed, device=ctx.device,
-                                hooks=method.base_hooks(model, ctx.space), progress=progress,
-                                desc=f"base ({method.base_key(ctx.space)})")
+    if fn is not None:
+        model = model.to(ctx.device)
+        result = _by_function(fn, method, model, ctx, epochs)
+    else:
+        result = train(model, _data_on(ctx.data, ctx.device), ctx.train, epochs=epochs,
+                       seed=ctx.seed, device=ctx.device,
+                       hooks=method.base_hooks(model, ctx.space), progress=progress,
+                       desc=f"base ({method.base_key(ctx.space)})")
     seconds = time.perf_counter() - t0
     if result.status == "diverged":
         raise UserError(f"base network for {method.name} diverged ({result.reason}); lower "
                         f"train.lr or the method's regulariser")
-    info = {"val_acc": result.val_acc_final, "epochs": epochs, "train_s": round(seconds, 2)}
+    info = {"val_acc": result.val_acc_final, "epochs": epochs, "train_s": round(seconds, 2),
+            "trainer": f"train.function {fn}" if fn is not None else BUILTIN}
     if path is not None:
         save_state_dict(model, path)
         write_json(path.with_suffix(".json"), info)
-    return model.eval(), "trained", seconds, info
+    return model.to(ctx.device).eval(), "trained", seconds, info
+
+
+def _by_function(fn: str, method: SeedMethod, model: nn.Module, ctx: SeedContext,
+                 epochs: int) -> TrainResult:
+    """The base network trained by the user's function; its failure is a one-line UserError
+    (the search cannot start without the proposal)."""
+    try:
+        return run_function(fn, model, epochs=epochs, seed=ctx.seed, device=ctx.device)
+    except TrainFunctionError as exc:
+        raise UserError(f"train.function {fn} failed training the base network of "
+                        f"{method.name} (seed_method.base_epochs {epochs}): {exc.reason}"
+                        ) from None
 
 
 def _data_on(data: Splits, device: torch.device) -> Splits:
@@ -123,7 +179,12 @@ def propose(method: SeedMethod, ctx: SeedContext, budget: float, *, base_epochs:
     proposal = method.propose(model, ctx, budget)
     if ctx.metric == "latency":
         proposal = _measured(method, model, ctx, budget, proposal)
-    return ProposalRun(proposal, source, base_s, time.perf_counter() - t0, info)
+    trainer = None
+    if source in ("trained", "cached"):  # a cache written before "trainer" was the built-in's
+        trainer = info.get("trainer", BUILTIN)
+        if trainer == BUILTIN:
+            trainer = trainer_label(method, ctx.train)
+    return ProposalRun(proposal, source, base_s, time.perf_counter() - t0, info, trainer)
 
 
 #: corrections of a latency proposal whose measured ratio misses the budget's band

@@ -123,6 +123,7 @@ class Slimming(SeedMethod):
                   "(option aggregate: max | mean), then the same global threshold; a group " \
                   "without BatchNorm (graph family) cannot be scored by gammas and falls back " \
                   "to its filter L1 norms scaled to the mean |gamma|"
+    builtin_base = "slimming needs its sparsity regulariser"
     limitations = "needs a base trained with the sparsity term (its own cached base); a " \
                   "checkpoint trained without it gives dense gammas and a weaker ranking; " \
                   "the prune fraction is bisected to the budget rather than fixed"

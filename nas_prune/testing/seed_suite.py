@@ -147,7 +147,9 @@ class SeedBench:
 
 # ---- checks --------------------------------------------------------------------------------
 def check_metadata(cls: type[SeedMethod], space: SearchSpace) -> None:
-    """Name, paper and a one-line summary; an ``Options`` frozen dataclass with defaults."""
+    """Name, paper and a one-line summary; an ``Options`` frozen dataclass with defaults; a
+    base trained with a regulariser (``base_hooks``) says why ``train.function`` cannot train
+    it (``builtin_base``), so the user's loop never trains it without."""
     assert cls.name in SEED_METHODS and SEED_METHODS[cls.name] is cls
     for attr in ("paper", "summary", "groups_note"):
         value = getattr(cls, attr)
@@ -157,6 +159,11 @@ def check_metadata(cls: type[SeedMethod], space: SearchSpace) -> None:
     assert cls.Options.__dataclass_params__.frozen, f"{cls.name}.Options is not frozen"
     cls.Options()  # every knob has a default
     assert isinstance(cls().base_key(space), str) and cls().base_key(space)
+    method = cls()
+    if method.needs_base and method.base_hooks(method.base_model(space), space) is not None:
+        assert method.builtin_base.strip(), (
+            f"{cls.name} trains its base with a regulariser (base_hooks): set builtin_base to "
+            f"why train.function cannot train it")
 
 
 def check_scores(proposal: Proposal, space: SearchSpace) -> None:
