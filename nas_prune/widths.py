@@ -200,8 +200,11 @@ class SearchSpace:
         if not 1 <= mult <= MAX_MULTIPLIER:
             raise UserError(f"{where}.max_multiplier: {mult} is out of range; must be in "
                             f"[1, {MAX_MULTIPLIER:g}] (1 keeps each base width as its maximum)")
-        bounds = {g.name: (min_width, max(min_width, _widened(g.base, float(mult),
-                                                              divisors.get(g.name, divisor))))
+        # a group narrower than min_width (or the divisor) keeps its base width as its only
+        # width: the base network stays in the space, and nothing grows above it unasked
+        bounds = {g.name: (min(min_width, g.base),
+                           max(min(min_width, g.base),
+                               _widened(g.base, float(mult), divisors.get(g.name, divisor))))
                   for g in family.groups()}
         overrides = _mapping(data.get("bounds"), f"{where}.bounds", "[min, max] per width group")
         for gname, pair in overrides.items():

@@ -42,6 +42,20 @@ def test_grid_and_snap():
     assert s.snap({"conv1": 1, "conv2": 1, "conv3": 1}) == s.min_widths()
 
 
+def test_a_group_narrower_than_the_divisor_keeps_its_base_width():
+    s = SearchSpace.from_dict({"family": "vgg", "args": {"cfg": "vgg_tiny"}, "divisor": 16,
+                               "input": {"channels": 1, "size": 8, "classes": 2}}, name="g")
+    base = s.base_widths()
+    narrow = [g for g in s.group_names if base[g] < 16]
+    assert narrow  # the tiny VGG has groups below 16 channels
+    for g in s.group_names:
+        lo, hi = s.bounds[g]
+        assert lo <= base[g] <= hi  # the base network stays in the space
+        if g in narrow:
+            assert s.grid(g) == [base[g]]  # and such a group is never widened unasked
+    s.validate(base)
+
+
 def test_space_errors():
     base = {"family": "vgg", "args": {"cfg": "vgg_tiny"},
             "input": {"channels": 1, "size": 8, "classes": 2}}
