@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["check_path", "import_path", "importable", "path_of", "register", "registered",
+__all__ = ["check_path", "first_line", "import_path", "importable", "path_of", "register", "registered",
            "resolve"]
 
 #: Functions given in Python, by the path the config records (this process only).
@@ -74,7 +74,7 @@ def import_path(path: str, where: str, what: str) -> Any:
         obj: Any = importlib.import_module(mod)
     except Exception as exc:
         raise UserError(f"{where}: cannot import {mod} ({type(exc).__name__}: "
-                        f"{_first_line(exc)}); check the module path and PYTHONPATH") from None
+                        f"{first_line(exc)}); check the module path and PYTHONPATH") from None
     for part in name.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -100,6 +100,7 @@ def importable(path: str) -> bool:
         return False
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (at most ``limit`` characters)."""
     text = str(exc).strip().splitlines()
     return (text[0] if text else "")[:limit]

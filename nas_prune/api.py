@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,9 @@ def model_space(model: Callable[..., Any], model_kwargs: Mapping[str, Any] | Non
 
 class _Written:
     """Files the API writes before a command starts (the space, the data): removed again when
-    the command stops before its run directory has a config, so that nothing is left of a
-    search that could not start."""
+    the command fails before it wrote anything else into its folder, so that nothing is left of
+    a search, proposal or comparison that could not start (and nothing that a run's config
+    already points at is removed)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder, self.paths = folder, []
@@ -136,8 +138,18 @@ class _Written:
     def add(self, path: Path) -> None:
         self.paths.append(path)
 
+    @contextmanager
+    def undone_on_failure(self):
+        try:
+            yield self
+        except BaseException:
+            self.undo()
+            raise
+
     def undo(self) -> None:
-        if (self.folder / "config.yaml").exists():
+        mine = {p.resolve() for p in self.paths}
+        if not self.folder.is_dir() or any(p.resolve() not in mine
+                                           for p in self.folder.rglob("*") if not p.is_dir()):
             return
         for path in self.paths:
             path.unlink(missing_ok=True)
@@ -286,8 +298,7 @@ def search(config: Config | str | Path | None = None, *, overrides: Overrides = 
             events.message(f"{cfg.run_dir} holds an earlier search (continue it with "
                            f"--resume); this one goes to {fresh}")
             cfg = dataclasses.replace(cfg, run_dir=str(fresh))
-    written = _Written(Path(cfg.run_dir))
-    try:
+    with _Written(Path(cfg.run_dir)).undone_on_failure() as written:
         cfg = _user_inputs(cfg, Path(cfg.run_dir), model=model, model_kwargs=model_kwargs,
                            space_options=space_options, data=data, written=written)
         events.message(f"search: space {cfg.space}, seed method(s) {cfg.seed_method.name}, "
@@ -296,9 +307,6 @@ def search(config: Config | str | Path | None = None, *, overrides: Overrides = 
                        f"{cfg.run_dir}")
         result = _run_search(cfg, run_dir=cfg.run_dir, resume=resume, command=command,
                              events=events)
-    except BaseException:
-        written.undo()
-        raise
     written = None
     if report:
         try:
@@ -359,14 +367,19 @@ def propose(config: Config | str | Path | None = None, *, overrides: Overrides =
     (with the method's regulariser), taken from ``RUN_DIR/bases`` or loaded from
     ``seed_method.base_checkpoint``. ``model``, ``model_kwargs``, ``space_options``, ``data``:
     your model and data, their files in ``RUN_DIR`` (module docstring)."""
+
+    cfg = resolve(config, overrides)
+    with _Written(Path(cfg.run_dir)).undone_on_failure() as written:
+        cfg = _user_inputs(cfg, Path(cfg.run_dir), model=model, model_kwargs=model_kwargs,
+                           space_options=space_options, data=data, written=written)
+        return _propose(cfg, out)
+
+
+def _propose(cfg: Config, out: str | Path | None) -> ProposalResult:
     from .scratch import data_for, resolve_space
     from .seeds import SEED_METHODS, SeedContext, get_method
     from .seeds import propose as propose_widths
 
-    cfg = resolve(config, overrides)
-    cfg = _user_inputs(cfg, Path(cfg.run_dir), model=model, model_kwargs=model_kwargs,
-                       space_options=space_options, data=data,
-                       written=_Written(Path(cfg.run_dir)))
     sm = cfg.seed_method
     if sm.name not in SEED_METHODS:
         raise UserError(f"--seed-method: {sm.name!r} is not one seed method; choose one of "
@@ -439,9 +452,10 @@ def compare(config: Config | str | Path | None = None, *, overrides: Overrides =
             cfg.seed_method, budget=budget_list[0]))
     arm_list = parse_arms(arms, cfg.seed_method.metric)
     folder = Path(run_dir or f"{cfg.run_dir}-compare")
-    cfg = _user_inputs(cfg, folder, model=model, model_kwargs=model_kwargs,
-                       space_options=space_options, data=data, written=_Written(folder))
     events = events or SearchEvents()
-    out = _compare(cfg, budgets=budget_list, arms=arm_list, run_dir=folder, resume=resume,
-                   command=command, search=_run_search, events=events, log=events.message)
+    with _Written(folder).undone_on_failure() as written:
+        cfg = _user_inputs(cfg, folder, model=model, model_kwargs=model_kwargs,
+                           space_options=space_options, data=data, written=written)
+        out = _compare(cfg, budgets=budget_list, arms=arm_list, run_dir=folder, resume=resume,
+                       command=command, search=_run_search, events=events, log=events.message)
     return CompareRun(run_dir=folder, config=cfg, results=list(out["results"]), data=out)

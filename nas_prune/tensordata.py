@@ -99,11 +99,23 @@ def _image(x: Any, where: str) -> torch.Tensor:
 
 def _items(ds: Any, split: str) -> Iterable[tuple[str, Any]]:
     """(where, item) of a map-style Dataset (by index) or an iterable one."""
+    from torch.utils.data import IterableDataset
+
     name = f"data[{split!r}]"
-    if hasattr(ds, "__len__") and hasattr(ds, "__getitem__"):
+    if isinstance(ds, (Mapping, str, bytes)):
+        raise UserError(f"{name}: a {_describe(ds)}; give a torch Dataset or DataLoader of "
+                        f"(image, label) pairs (tensors x, y: TensorDataset(x, y))")
+    if hasattr(ds, "__len__") and hasattr(ds, "__getitem__") \
+            and not isinstance(ds, IterableDataset):
         for i in range(len(ds)):
-            yield f"{name}[{i}]", ds[i]
-    elif isinstance(ds, Iterable) and not isinstance(ds, (str, bytes, Mapping)):
+            try:
+                item = ds[i]
+            except (IndexError, KeyError) as exc:
+                raise UserError(f"{name}[{i}]: indexing it raised {type(exc).__name__} "
+                                f"({exc}) below its length {len(ds)}; give a Dataset whose "
+                                f"items 0..len-1 exist") from None
+            yield f"{name}[{i}]", item
+    elif isinstance(ds, Iterable):
         for i, item in enumerate(ds):
             yield f"{name} item {i}", item
     else:

@@ -177,7 +177,7 @@ def run_function(path: str, model: torch.nn.Module, *, epochs: int, seed: int,
         raise  # the search reports it as out of memory
     except Exception as exc:
         raise TrainFunctionError(path, f"raised {type(exc).__name__}: "
-                                       f"{_first_line(exc)}") from exc
+                                       f"{_callables.first_line(exc)}") from exc
     wall = time.perf_counter() - t0
     if state["bad"]:
         raise TrainFunctionError(path, f"{state['bad']}; accuracies are fractions in "
@@ -235,8 +235,3 @@ def check_on_narrowest(path: str, space: SearchSpace, *, seed: int, device: torc
                 "wall_s": round(time.perf_counter() - t0, 3)}
     raise UserError(f"{KEY} {path} failed its check on the narrowest network (1 epoch): "
                     f"{reason} (train.function_check: false skips this check)")
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else "")[:limit]

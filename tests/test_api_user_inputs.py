@@ -265,3 +265,56 @@ def test_model_options_without_a_model_are_refused():
         nas_prune.api.model_space(tiny_cnn, None, {"divsor": 2})
     with pytest.raises(UserError, match="data: a TensorDataset; give a dict"):
         nas_prune.search(data=TensorDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2).long()))
+
+
+class _SizedStream(torch.utils.data.IterableDataset):
+    """An iterable data set that also has a length (a common pattern): read by iterating."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __iter__(self):
+        yield from zip(self.x, self.y.tolist(), strict=True)
+
+
+def test_an_iterable_dataset_with_a_length_is_read_and_a_mapping_is_refused(images):
+    x, y = images["train"]
+    read = tensordata.from_datasets({"train": _SizedStream(x[:20], y[:20])})
+    again = tensordata.from_datasets({"train": TensorDataset(x[:20], y[:20])})
+    assert torch.equal(read.parts["train"][0], again.parts["train"][0])
+    with pytest.raises(UserError, match=r"data\['train'\]: a dict; give a torch Dataset") as err:
+        tensordata.from_datasets({"train": {"x": x, "y": y}})
+    assert len(str(err.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["propose", "compare"])
+def test_propose_and_compare_leave_nothing_when_they_cannot_start(tmp_path, images, no_training,
+                                                                  command):
+    folder = tmp_path / command
+    over = [*_search_overrides(tmp_path, **{"seed_method.budget": 0.0001}),
+            f"run_dir={folder}"]
+    kwargs = {"run_dir": folder} if command == "compare" else {}
+    with pytest.raises(UserError, match="below the smallest network"):
+        getattr(nas_prune, command)(overrides=over, model=tiny_cnn,
+                                    space_options={"divisor": 2}, data=_datasets(images),
+                                    **kwargs)
+    assert not folder.exists()
+
+
+def test_a_tensors_file_rewritten_in_place_keys_another_base_network(tmp_path, images):
+    from nas_prune.config import TrainConfig
+    from nas_prune.seeds import get_method
+    from nas_prune.seeds._basenet import base_cache_key
+
+    path = tmp_path / "mine.pt"
+    x, y = images["train"]
+    cfg = DataConfig(name="tensors", root=str(path), val_size=0)
+    space = SearchSpace.load("vgg_small_fmnist")
+    keys = []
+    for n in (40, 50):
+        tensordata.save(tensordata.from_datasets({"train": TensorDataset(x[:n], y[:n])}), path)
+        keys.append(base_cache_key(get_method("l1norm"), space, cfg, TrainConfig(), 1, 0))
+    assert keys[0] != keys[1]

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from .. import scratch
+from .._callables import first_line
 from ..config import Config, from_dict, to_dict
 from ..errors import UserError
 from ..families import Widths
@@ -229,11 +230,11 @@ def train_candidate(widths: Widths, setup: SearchSetup, *, role: str = "search",
         else:
             _train_single(spec, widths, setup, out, on_epoch, known)
     except torch.OutOfMemoryError as exc:
-        out.state, out.reason = "FAIL", f"out of memory: {_first_line(exc)}"
+        out.state, out.reason = "FAIL", f"out of memory: {first_line(exc)}"
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception as exc:  # any failure is a failed trial, never a failed search
-        out.state, out.reason = "FAIL", f"{type(exc).__name__}: {_first_line(exc)}"
+        out.state, out.reason = "FAIL", f"{type(exc).__name__}: {first_line(exc)}"
     out.wall_time = time.perf_counter() - t0
     return out
 
@@ -301,7 +302,3 @@ def _train_rungs(spec: ArchSpec, widths: Widths, setup: SearchSetup, rungs: list
     done = [m for m in res.measurements if m.get("val_curve")]
     out.val_curve = list(done[-1]["val_curve"]) if done else []
 
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else "")[:limit]

@@ -80,6 +80,12 @@ def base_cache_key(method: SeedMethod, space: SearchSpace, data_cfg: DataConfig 
                   if k not in ("function", "function_check")},
         "epochs": epochs, "seed": seed,
     }
+    if data_cfg is not None and data_cfg.name == "tensors" and data_cfg.root \
+            and Path(data_cfg.root).expanduser().is_file():
+        # a tensors file rewritten in place under the same path is other data
+        from ..tensordata import file_sha256
+
+        content["data_sha256"] = file_sha256(Path(data_cfg.root).expanduser())
     fn = base_function(method, train_cfg)
     if fn is not None:  # the user's function trained it: never shared with the built-in's
         content["trainer"] = f"train.function {fn}"
