@@ -261,7 +261,8 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
                 say(f"budget {budget:g}, arm oneshot: {acfg.search.n_trials} trials of "
                     f"{cfg.search.n_trials}; its screening costs {cost.trials:.2f} trials "
                     f"({cost.network_trials:.2f} network, {cost.screening_trials:.2f} "
-                    f"screening)")
+                    f"screening), a trial planned at {cost.trial:.3f} trainings of the base "
+                    f"network (its expected cost)")
             acfgs[budget, arm] = acfg
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
