@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import nas_prune.search.screening as screening
+from nas_prune._io import write_json
 from nas_prune._yaml import write_yaml
 from nas_prune.cli import main
 from nas_prune.config import load_config
@@ -172,14 +173,24 @@ def test_oneshot_compare_arm_runs_end_to_end(tmp_path, capsys):
     uni = res["arms"]["uniform"]["compute"]
     assert uni["trials"] == res["arms"]["uniform"]["n_trials"] == 7
     assert comp["trials"] == res["arms"]["oneshot"]["n_trials"] < 7
-    assert abs(comp["trial_equivalents"] - uni["trial_equivalents"]) <= 1
+    # measured compute, in trainings of the base network: without early stopping the plan holds
+    # near (here 6.80 against 5.99: the uniform arm reused a duplicate's measurement), and the
+    # warning is there exactly when the oneshot arm spent over one average trial more
+    per_trial = uni["base_trainings"] / uni["trials"]
+    assert uni["base_trainings"] == uni["trials_base_trainings"] > 0
+    assert comp["base_trainings"] == pytest.approx(
+        comp["trials_base_trainings"] + comp["screening"]["network_base_trainings"]
+        + comp["screening"]["screening_base_trainings"], abs=1e-5)
+    over = comp["base_trainings"] - uni["base_trainings"]
+    assert ("compute_note" in res) == (over > per_trial) and over < 2 * per_trial
     planned = res["arms"]["oneshot"]["planned_screening"]
     assert planned["network_base_trainings"] == pytest.approx(  # predicted before training
         comp["screening"]["shared_base_trainings"], rel=1e-5)
     assert comp["trials"] == 7 - math.ceil(planned["trials"])
     text = (run / "compare.md").read_text()
-    assert "| compute (trials) |" in text
-    assert f"oneshot: {comp['trial_equivalents']:.2f} trials = {comp['trials']} from-scratch " \
+    assert "| compute (base trainings) |" in text
+    assert f"oneshot: {comp['base_trainings']:.2f} trainings of the base network = " \
+           f"{comp['trials_base_trainings']:.2f} for its {comp['trials']} from-scratch " \
            f"trials + " in text and "weight-sharing training" in text
     assert torch.load(Path(res["arms"]["oneshot"]["run_dir"]) / "oneshot" / "shared.pt",
                       weights_only=True)["space"]["name"] == "tiny_search"
@@ -212,6 +223,99 @@ def test_a_trial_costs_its_planned_epochs_at_its_flops(tmp_path):
                  "search.rungs=[{epochs: 1, seeds: 1}, {epochs: 4, seeds: 2}]")
     assert trial_base_trainings(space, cfg_r) == pytest.approx(
         trial_base_trainings(space, cfg) * (1 + 4 * 2) / 4)
+
+
+def test_under_halving_a_trial_is_priced_at_its_expected_cost(tmp_path):
+    from nas_prune.search.screening import rung_reach, trial_base_trainings
+
+    rungs = "search.rungs=[{epochs: 1, seeds: 1}, {epochs: 4, seeds: 2}]"
+    one = _cfg(tmp_path, "train.epochs=4", "train.budget=scratch-e")
+    space = SearchSpace.load(one.space)
+    per_epoch = trial_base_trainings(space, one) / 4
+    halving = _cfg(tmp_path, "train.epochs=4", "train.budget=scratch-e", rungs,
+                   "search.early_stopping=halving", "search.reduction_factor=2")
+    # successive halving promotes 1/eta: rung 1 (4 epochs on 2 seeds) is reached by half
+    assert rung_reach(halving) == [1.0, 0.5]
+    assert trial_base_trainings(space, halving) == pytest.approx(per_epoch * (1 + 4 * 2 / 2))
+    assert trial_base_trainings(space, halving, full=True) == pytest.approx(
+        per_epoch * (1 + 4 * 2))
+    # median, none, or no rungs: the full schedule
+    median = _cfg(tmp_path, "train.epochs=4", "train.budget=scratch-e", rungs,
+                  "search.early_stopping=median")
+    assert rung_reach(median) == [1.0, 1.0]
+    assert trial_base_trainings(space, median) == pytest.approx(per_epoch * (1 + 4 * 2))
+    single = _cfg(tmp_path, "train.epochs=4", "train.budget=scratch-e",
+                  "search.early_stopping=halving")
+    assert rung_reach(single) == [1.0]
+
+
+def _record(number, state, flops, measurements, epochs=0):
+    from nas_prune.rundir import TrialRecord
+
+    return TrialRecord(number=number, state=state, role="search", seed_method=None,
+                       widths={"a": number}, flops=flops, epochs=epochs,
+                       measurements=measurements)
+
+
+MEASURED = [  # base network: 100 FLOPs, train.epochs 4
+    # pruned after rung 0: its 2 epochs at half the FLOPs only
+    _record(0, "PRUNED", 50, [{"rung": 0, "seed": 0, "epochs": 2, "epochs_run": 2,
+                               "status": "ok", "val_acc": 0.5}]),
+    # rung 0 reused from trial 0 (trained nothing), rung 1 trained 6 epochs at the base FLOPs
+    _record(1, "COMPLETE", 100, [{"rung": 0, "seed": 0, "epochs": 2, "epochs_run": 2,
+                                  "status": "ok", "val_acc": 0.5, "from_trial": 0},
+                                 {"rung": 1, "seed": 0, "epochs": 6, "epochs_run": 6,
+                                  "status": "ok", "val_acc": 0.6}]),
+    # failed (diverged) after 1 of 2 epochs at a quarter of the FLOPs: what it trained
+    _record(2, "FAIL", 25, [{"rung": 0, "seed": 0, "epochs": 2, "epochs_run": 1,
+                             "status": "diverged: nan", "val_acc": None}]),
+]
+
+
+def test_measured_compute_counts_what_trials_trained():
+    from nas_prune.search.screening import measured_base_trainings
+
+    def total(records):
+        return measured_base_trainings(records, base_flops=100, base_epochs=4)
+
+    assert total(MEASURED[:1]) == pytest.approx(2 * 0.5 / 4)
+    assert total(MEASURED[1:2]) == pytest.approx(6 * 1.0 / 4)
+    assert total(MEASURED[2:]) == pytest.approx(1 * 0.25 / 4)
+    assert total(MEASURED) == pytest.approx(0.25 + 1.5 + 0.0625)
+    # a record without measurements counts the epochs it trained itself
+    assert total([_record(3, "COMPLETE", 50, [], epochs=4)]) == pytest.approx(0.5)
+
+
+def test_compare_reports_measured_compute_and_warns_when_oneshot_spent_more(tmp_path):
+    from types import SimpleNamespace
+
+    from nas_prune.search.compare import _compute, compute_note, markdown
+
+    setup = SimpleNamespace(base_flops=100, cfg=SimpleNamespace(
+        train=SimpleNamespace(epochs=4)))
+    other = _compute(MEASURED, None, setup)
+    assert other["base_trainings"] == pytest.approx(1.8125) and other["trainings"] == 3
+    arm_dir = tmp_path / "oneshot"
+    write_json(arm_dir / "oneshot" / "screening.json", {
+        "score": "shared", "screened": 24, "screen_seconds": 1.0,
+        "shared_training": {"cost_base_trainings": 0.5, "wall_time": 3.0},
+        "cost": {"screening_base_trainings": 0.25, "trial_base_trainings": 0.3}})
+    one = _compute(MEASURED[1:], arm_dir, setup)
+    assert one["trials_base_trainings"] == pytest.approx(1.5625)
+    assert one["base_trainings"] == pytest.approx(1.5625 + 0.5 + 0.25)
+    arms = {"uniform": {"compute": other}, "oneshot": {"compute": one}}
+    # 2.31 spent against 1.81: over by 0.50, under an average trial of 1.81 / 3 = 0.60
+    assert compute_note(arms) is None
+    one["base_trainings"] += 0.2  # over by 0.70
+    note = compute_note(arms)
+    assert note and "0.70 more than the other arms' mean" in note
+    res = {"budget": 0.5, "metric": "flops", "rows": [], "comparisons": [],
+           "compute_note": note,
+           "arms": {k: {**a, "best_trial": None, "best_search_val_acc": None}
+                    for k, a in arms.items()}}
+    text = markdown({"results": [res]})
+    assert "| compute (base trainings) |" in text and f"Warning: {note}." in text
+    assert "| uniform | 1.81 | 3 (0) | 3 |" in text
 
 
 def test_screening_cost_counts_forward_passes_against_a_training(tiny_vgg_space):

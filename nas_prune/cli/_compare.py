@@ -79,11 +79,11 @@ def run_compare(args: argparse.Namespace) -> int:
     for res in result["results"]:
         out.message("")
         out.message(f"budget {res['budget']:g}:")
-        rows = [[a, f"{c['compute'].get('trial_equivalents', c['compute']['trials']):.2f}",
+        rows = [[a, _base_trainings(c["compute"]),
                  c["compute"]["trials"], c["compute"]["trainings"],
                  c["compute"]["epochs_trained"], c["best_trial"]]
                 for a, c in res["arms"].items()]
-        out.message(table(rows, ["arm", "compute (trials)", "trials", "trainings",
+        out.message(table(rows, ["arm", "compute (base trainings)", "trials", "trainings",
                                  "epochs trained", "best trial"]))
         out.message(rows_table(res["rows"], res.get("metric", "flops")))
         out.message(comparison_table(res["comparisons"]))
@@ -91,3 +91,8 @@ def run_compare(args: argparse.Namespace) -> int:
     for name in ("compare.json", "compare.md", "compare.png"):
         out.message(f"  {run_dir / name}")
     return 0
+
+
+def _base_trainings(c: dict) -> str:
+    v = c.get("base_trainings")
+    return "-" if v is None else f"{v:.2f}"

@@ -17,10 +17,16 @@ training recipe) in several *arms*, each in its own run directory ``RUN/b<budget
   in trials (:func:`nas_prune.search.screening.planned_cost`), are deducted from its
   ``search.n_trials``.
 
-Compute is counted in **trials**: one trial is a candidate's planned training at the budget
-(its epochs under the budget rule, every rung and seed, at its FLOPs); every arm runs
-``search.n_trials`` of them, and the ``oneshot`` arm that many less what its screening costs,
-rounded so that it never spends more than the others (equal within one trial).
+The ``oneshot`` arm's cut is a plan, made before it runs, in **trials**: one search trial is a
+candidate's training at the budget (its epochs under the budget rule, every rung and seed, at its
+FLOPs), each rung weighted by the share of trials expected to reach it under the configured early
+stopping (:func:`nas_prune.search.screening.trial_base_trainings`); every arm runs
+``search.n_trials`` trials, and the ``oneshot`` arm that many less what its screening costs,
+rounded up. What each arm actually spent is *measured* after it ran, in trainings of the base
+network by FLOPs (:func:`_compute`): every training its trials ran (pruned and failed ones
+included, reused measurements not) at its candidate's FLOPs, plus the ``oneshot`` arm's
+weight-sharing training and screening; when the ``oneshot`` arm spent more than the other arms'
+mean by over one of their average trials, compare says so (:func:`compute_note`).
 
 Then one joint final evaluation: every arm's winner, each seed proposal and uniform are retrained
 on the same evaluation seeds (:func:`nas_prune.search.finalize.final_seeds`, disjoint from every
@@ -59,10 +65,11 @@ from ..stats import fmt_mean_std, paired_difference
 from ..train import resolve_device
 from .finalize import choose_best, retrain
 from .run import check_inputs, check_search_config
-from .screening import ONESHOT_DIR, ScreeningCost, planned_cost
+from .screening import ONESHOT_DIR, ScreeningCost, measured_base_trainings, planned_cost
 from .space import UNIFORM
 
-__all__ = ["ARMS", "COMPARE_JSON", "oneshot_config", "oneshot_trials", "run_compare"]
+__all__ = ["ARMS", "COMPARE_JSON", "compute_note", "oneshot_config", "oneshot_trials",
+           "run_compare"]
 
 ARMS = ("seeds", "uniform", "random", "flops", "oneshot")
 DEFAULT_ARMS = ("seeds", "uniform", "random")
@@ -130,8 +137,9 @@ def arm_config(cfg: Config, arm: str, budget: float) -> Config:
 def oneshot_trials(n_trials: int, cost: ScreeningCost, *, n_base: int, promote: int,
                    random_checks: int, epochs: int) -> int:
     """The oneshot arm's from-scratch trials at the compute of ``n_trials`` trials: less what
-    its screening costs in trials, rounded up (it never spends more than the other arms, and
-    less by under one trial). Fewer than its seed/uniform trials plus the promoted and random
+    its screening costs in trials, rounded up (a plan: a trial is priced at its expected cost,
+    :func:`nas_prune.search.screening.trial_base_trainings`; what each arm spent is measured
+    afterwards). Fewer than its seed/uniform trials plus the promoted and random
     screened ones is a one-line error naming the settings and the numbers."""
     left = n_trials - math.ceil(cost.trials - 1e-9)
     need = n_base + promote + random_checks
@@ -154,8 +162,9 @@ def oneshot_trials(n_trials: int, cost: ScreeningCost, *, n_base: int, promote: 
 
 
 def oneshot_config(acfg: Config) -> tuple[Config, ScreeningCost]:
-    """The oneshot arm's config at equal compute (``search.n_trials`` less its screening's cost
-    in trials, :func:`oneshot_trials`) and that planned cost; nothing is trained."""
+    """The oneshot arm's config at planned equal compute (``search.n_trials`` less its
+    screening's cost in trials, :func:`oneshot_trials`) and that planned cost; nothing is
+    trained."""
     _, _, space = resolve_space(acfg)
     data = data_for(acfg.data, resolve_device(acfg.device), space.spec(space.base_widths()))
     cost = planned_cost(acfg, space, n_train=len(data.train), n_val=len(data.val))
@@ -170,33 +179,60 @@ def _budget_dir(run_dir: Path, budget: float) -> Path:
     return run_dir / f"b{budget:g}"
 
 
-def _compute(records, arm_dir: Path | None = None) -> dict[str, Any]:
-    """What an arm spent: trials, trainings and epochs actually trained (a record's ``epochs``
-    counts only its own trainings, not measurements reused from a duplicate), wall time, and
-    its compute in trials (``trial_equivalents``): its trials, plus with screening the
-    weight-sharing training (or base network) and the screening in trials, as
+def _compute(records, arm_dir: Path | None = None, setup: Any = None) -> dict[str, Any]:
+    """What an arm spent, measured: trials, trainings and epochs actually trained (a record's
+    ``epochs`` counts only its own trainings, not measurements reused from a duplicate), wall
+    time, and its compute in trainings of the base network by FLOPs (``base_trainings``): its
+    trials' trainings as run (:func:`nas_prune.search.screening.measured_base_trainings`), plus
+    with screening the weight-sharing training and the screening, as
     ``RUN/oneshot/screening.json`` records them."""
+    trials = measured_base_trainings(records, base_flops=setup.base_flops,
+                                     base_epochs=setup.cfg.train.epochs) if setup else None
     out: dict[str, Any] = {
         "trials": len(records), "complete": len(completed(records)),
         "trainings": sum(1 for r in records for m in r.measurements
                          if m.get("from_trial") is None),
         "epochs_trained": sum(int(r.epochs or 0) for r in records),
         "wall_s": round(sum(float(r.wall_time or 0) for r in records), 1),
-        "trial_equivalents": float(len(records))}
+        "trials_base_trainings": None if trials is None else round(trials, 6),
+        "base_trainings": None if trials is None else round(trials, 6)}
     screening = read_json(arm_dir / ONESHOT_DIR / "screening.json") if arm_dir else None
     if screening:
         shared = screening.get("shared_training") or {}
         cost = screening.get("cost") or {}
+        network = float(shared.get("cost_base_trainings") or 0.0) \
+            if screening.get("score", "shared") == "shared" else 0.0
+        scr = float(cost.get("screening_base_trainings") or 0.0)
         out["screening"] = {"score": screening.get("score", "shared"),
                             "screened": screening.get("screened"),
                             "screen_s": screening.get("screen_seconds"),
                             "shared_base_trainings": shared.get("cost_base_trainings"),
                             "shared_train_s": shared.get("wall_time"),
-                            "trial_base_trainings": cost.get("trial_base_trainings"),
-                            "network_trials": cost.get("network_trials"),
-                            "screening_trials": cost.get("screening_trials")}
-        out["trial_equivalents"] = round(len(records) + float(cost.get("trials") or 0.0), 4)
+                            "network_base_trainings": round(network, 6),
+                            "screening_base_trainings": round(scr, 6),
+                            "trial_base_trainings": cost.get("trial_base_trainings")}
+        if trials is not None:
+            out["base_trainings"] = round(trials + network + scr, 6)
     return out
+
+
+def compute_note(arms: dict[str, dict[str, Any]]) -> str | None:
+    """A warning when the oneshot arm's measured compute exceeds the mean of the other arms' by
+    more than their average trial (their compute over their trials); None otherwise."""
+    one = (arms.get("oneshot") or {}).get("compute") or {}
+    others = [a["compute"] for name, a in arms.items() if name != "oneshot"
+              and a["compute"].get("base_trainings") is not None]
+    if one.get("base_trainings") is None or not others:
+        return None
+    mean = sum(c["base_trainings"] for c in others) / len(others)
+    n = sum(c["trials"] for c in others)
+    trial = sum(c["base_trainings"] for c in others) / n if n else 0.0
+    if one["base_trainings"] - mean <= trial:
+        return None
+    return (f"the oneshot arm spent {one['base_trainings']:.2f} trainings of the base network, "
+            f"{one['base_trainings'] - mean:.2f} more than the other arms' mean "
+            f"({mean:.2f}; their average trial: {trial:.3f}); its cut was a plan at each "
+            f"trial's expected cost, and the arms are not at equal compute")
 
 
 def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
@@ -225,7 +261,8 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
                 say(f"budget {budget:g}, arm oneshot: {acfg.search.n_trials} trials of "
                     f"{cfg.search.n_trials}; its screening costs {cost.trials:.2f} trials "
                     f"({cost.network_trials:.2f} network, {cost.screening_trials:.2f} "
-                    f"screening)")
+                    f"screening), a trial planned at {cost.trial:.3f} trainings of the base "
+                    f"network (its expected cost)")
             acfgs[budget, arm] = acfg
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
@@ -319,10 +356,15 @@ def _final_for_budget(budget: float, bdir: Path, results: dict[str, Any],
                   "best_trial": r["best"].number
                   if r["best"] is not None else None, "best_rule": r["rule"],
                   "best_search_val_acc": r["best"].val_acc if r["best"] is not None else None,
-                  "compute": _compute(r["records"], bdir / arm)}
+                  "compute": _compute(r["records"], bdir / arm, r["setup"])}
             for arm, r in results.items()}
-    return {"budget": budget, "metric": metric, "arms": arms, "rows": rows,
-            "comparisons": comparisons}
+    out = {"budget": budget, "metric": metric, "arms": arms, "rows": rows,
+           "comparisons": comparisons}
+    note = compute_note(arms)
+    if note:
+        say(f"budget {budget:g}: warning: {note}")
+        out["compute_note"] = note
+    return out
 
 
 def _row_cost(setup, widths: dict[str, int], metric: str) -> dict[str, Any]:
@@ -357,18 +399,21 @@ def markdown(out: dict[str, Any]) -> str:
         metric = res.get("metric", "flops")
         lines += [f"## Budget {res['budget']:g} of the base {METRIC_WORDS.get(metric, metric)}",
                   "",
-                  "| arm | compute (trials) | trials (complete) | trainings | epochs trained | "
+                  "| arm | compute (base trainings) | trials (complete) | trainings | epochs trained | "
                   "wall (s) | best trial | its search val |",
                   "|---|---|---|---|---|---|---|---|"]
         for arm, a in res["arms"].items():
             c = a["compute"]
             sv = a["best_search_val_acc"]
-            eq = c.get("trial_equivalents", c["trials"])
-            lines.append(f"| {arm} | {eq:.2f} | {c['trials']} ({c['complete']}) | "
+            eq = c.get("base_trainings")
+            lines.append(f"| {arm} | {'-' if eq is None else f'{eq:.2f}'} | {c['trials']} ({c['complete']}) | "
                          f"{c['trainings']} | {c['epochs_trained']} | {c['wall_s']} | "
                          f"{a['best_trial']} | {'-' if sv is None else f'{100 * sv:.2f}'} |")
-        lines += ["", "Compute in trials: one trial is a candidate's planned training at the "
-                  "budget (its epochs under the budget rule, every rung and seed, at its FLOPs)."]
+        lines += ["", "Compute, measured: the trainings each arm ran (every rung and seed, "
+                  "pruned and failed trials included, reused measurements not), in trainings "
+                  "of the base network (train.epochs epochs at the base widths) by FLOPs."]
+        if res.get("compute_note"):
+            lines += ["", f"Warning: {res['compute_note']}."]
         for arm, a in res["arms"].items():
             sc = a["compute"].get("screening")
             if sc:
@@ -387,22 +432,22 @@ def markdown(out: dict[str, Any]) -> str:
 
 
 def _screening_line(arm: str, c: dict[str, Any], sc: dict[str, Any]) -> str:
-    """How the oneshot arm's compute splits: trials, network, screening."""
-    if sc.get("network_trials") is None:  # a run recorded before the split was
-        return (f"{arm}: besides its trials, a weight-sharing training of "
+    """How the oneshot arm's measured compute splits: trials, network, screening."""
+    if sc.get("screening_base_trainings") is None or c.get("base_trainings") is None:
+        return (f"{arm}: besides its trials, a weight-sharing training of "  # an older run
                 f"{sc['shared_base_trainings'] or 0:.2f} trainings of the base network and "
                 f"{sc['screened']} candidates screened in {sc['screen_s']} s.")
     if sc.get("score") == "base":
-        network = (f"{sc['network_trials']:.2f} for the base network (the seed method's, "
-                   f"no weight-sharing training)")
+        network = "0 for the base network (the seed method's, no weight-sharing training)"
     else:
-        network = (f"{sc['network_trials']:.2f} weight-sharing training "
-                   f"({sc['shared_base_trainings'] or 0:.2f} trainings of the base network, "
-                   f"{sc['shared_train_s'] or 0:.0f} s)")
-    return (f"{arm}: {c['trial_equivalents']:.2f} trials = {c['trials']} from-scratch trials "
-            f"+ {network} + {sc['screening_trials']:.2f} screening ({sc['screened']} "
-            f"candidates, {sc['screen_s']} s); one trial is "
-            f"{sc['trial_base_trainings']:.3f} trainings of the base network by FLOPs.")
+        network = (f"{sc['network_base_trainings']:.2f} weight-sharing training "
+                   f"({sc['shared_train_s'] or 0:.0f} s)")
+    plan = "" if sc.get("trial_base_trainings") is None else \
+        f"; its cut was planned at {sc['trial_base_trainings']:.3f} per trial"
+    return (f"{arm}: {c['base_trainings']:.2f} trainings of the base network = "
+            f"{c['trials_base_trainings']:.2f} for its {c['trials']} from-scratch trials "
+            f"+ {network} + {sc['screening_base_trainings']:.2f} screening ({sc['screened']} "
+            f"candidates, {sc['screen_s']} s){plan}.")
 
 
 def _ratio(v: float | None) -> str:

@@ -27,8 +27,9 @@ completed it; ``search.json`` records it under ``screening``. Everything screene
 ``RUN/oneshot/screened.jsonl``.
 
 **Cost**, in trainings of the base network (``train.epochs`` epochs at the base widths, by
-FLOPs) and in trials (:func:`trial_base_trainings`: one trial's planned epochs under the budget
-rule and the rungs): the weight-sharing training (``shared``: its recorded
+FLOPs) and in trials (:func:`trial_base_trainings`: one search trial's epochs under the budget
+rule and the rungs, each rung weighted by the share of trials successive halving is expected to
+promote to it, :func:`rung_reach`): the weight-sharing training (``shared``: its recorded
 ``cost_base_trainings``, which :func:`nas_prune.oneshot.planned_sandwich_cost` predicts exactly
 before training; ``base``: nothing) and the screening's forward passes
 (:func:`nas_prune.oneshot.screening_cost`). ``nas-prune compare`` deducts both from the
@@ -73,8 +74,9 @@ from ..widths import SearchSpace
 from .space import MULT, START, UNIFORM, CandidateSpace
 
 __all__ = ["COST_UNIT", "ONESHOT_DIR", "SHARED_PT", "ScreeningCost", "base_method",
-           "check_base_score", "check_shared_checkpoint", "correlation", "draw", "planned_cost",
-           "run_screening", "trial_base_trainings"]
+           "check_base_score", "check_shared_checkpoint", "correlation", "draw",
+           "measured_base_trainings", "planned_cost", "rung_reach", "run_screening",
+           "trial_base_trainings"]
 
 ONESHOT_DIR = "oneshot"
 SHARED_PT = "shared.pt"
@@ -85,25 +87,67 @@ COST_UNIT = (f"trainings of the base network (train.epochs epochs at the base wi
 
 
 # ---- what screening costs, against a trial -------------------------------------------------
-def _trial_plan(space: SearchSpace, cfg: Any) -> tuple[int, int]:
-    """(FLOPs, planned epochs) of a trial's candidate: uniform scaling at the budget (under a
-    FLOPs budget every candidate is at it), its epochs under the budget rule over every rung and
-    its seeds (one run of ``train.epochs`` without rungs)."""
+def _trial_runs(space: SearchSpace, cfg: Any) -> tuple[int, list[tuple[int, int]]]:
+    """(FLOPs, [(epochs, seeds) per rung]) of a trial's candidate: uniform scaling at the budget
+    (under a FLOPs budget every candidate is at it), each rung's epochs under the budget rule
+    and its seeds (one rung of ``train.epochs`` on one seed without rungs)."""
     sm, train = cfg.seed_method, cfg.train
     flops = check_budget(space, sm.budget, "flops") if sm.metric == "flops" else \
         space.cost(uniform_widths(space, sm.budget, sm.metric), "flops")
     runs = [(r.epochs, r.seeds) for r in cfg.search.rungs] or [(train.epochs, 1)]
-    epochs = sum(budget_epochs(dataclasses.replace(train, epochs=int(e)),
-                               base_flops=space.base_cost("flops"), flops=flops) * int(n)
-                 for e, n in runs)
-    return flops, epochs
+    return flops, [(budget_epochs(dataclasses.replace(train, epochs=int(e)),
+                                  base_flops=space.base_cost("flops"), flops=flops), int(n))
+                   for e, n in runs]
 
 
-def trial_base_trainings(space: SearchSpace, cfg: Any) -> float:
-    """One trial's planned compute in trainings of the base network, by FLOPs: its planned
-    epochs (Scratch-E or Scratch-B, every rung and seed) at its FLOPs (:func:`_trial_plan`)."""
-    flops, epochs = _trial_plan(space, cfg)
+def _trial_plan(space: SearchSpace, cfg: Any) -> tuple[int, int]:
+    """(FLOPs, planned epochs) of a trial's candidate: every rung and its seeds
+    (:func:`_trial_runs`)."""
+    flops, runs = _trial_runs(space, cfg)
+    return flops, sum(e * n for e, n in runs)
+
+
+def rung_reach(cfg: Any) -> list[float]:
+    """The expected fraction of a search trial that reaches each rung under the configured
+    early stopping: with ``search.early_stopping: halving`` over rungs, Optuna's successive
+    halving promotes the top ``1 / eta`` of the trials at a rung (``reduction_factor`` eta), so
+    ``1 / eta ** k`` reach rung ``k``; otherwise (no rungs, or another rule, whose stops depend
+    on the values) every rung, the full schedule."""
+    s = cfg.search
+    n = max(1, len(s.rungs))
+    if s.rungs and s.early_stopping == "halving":
+        return [1.0 / s.reduction_factor ** k for k in range(n)]
+    return [1.0] * n
+
+
+def trial_base_trainings(space: SearchSpace, cfg: Any, *, full: bool = False) -> float:
+    """One search trial's compute in trainings of the base network, by FLOPs: its epochs
+    (Scratch-E or Scratch-B, every rung and seed) at its FLOPs (:func:`_trial_runs`), each rung
+    weighted by the fraction of trials expected to reach it (:func:`rung_reach`; ``full``: the
+    whole schedule). It is a plan, made before anything trains; ``nas-prune compare`` reports
+    what each arm measured."""
+    flops, runs = _trial_runs(space, cfg)
+    reach = [1.0] * len(runs) if full else rung_reach(cfg)
+    epochs = sum(e * n * f for (e, n), f in zip(runs, reach, strict=True))
     return epochs * flops / (space.base_cost("flops") * cfg.train.epochs)
+
+
+def measured_base_trainings(records: Iterable[Any], *, base_flops: int,
+                            base_epochs: int) -> float:
+    """What trial records actually trained, in trainings of the base network by FLOPs: every
+    measurement trained here (not one reused from an earlier trial, ``from_trial``), pruned and
+    failed ones included, its ``epochs_run`` at the candidate's FLOPs over ``base_epochs``
+    (``train.epochs``) at ``base_flops``. A record without measurements counts its ``epochs``
+    (those it trained itself)."""
+    total = 0.0
+    for r in records:
+        flops = getattr(r, "flops", None)
+        ratio = flops / base_flops if flops else float(getattr(r, "flops_ratio", None) or 0.0)
+        ms = getattr(r, "measurements", None) or []
+        epochs = sum(int(m.get("epochs_run") or 0) for m in ms
+                     if m.get("from_trial") is None) if ms else int(getattr(r, "epochs", 0) or 0)
+        total += epochs * ratio / base_epochs
+    return total
 
 
 @dataclass(frozen=True)
