@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas_prune._io import load_state_dict, save_state_dict, write_json
+from nas_prune._io import load_state_dict, read_json, save_state_dict, write_json
 from nas_prune._meta import code_version, hardware, now
 from nas_prune.config import load_config, to_dict
 from nas_prune.data import load_data
@@ -69,10 +69,16 @@ TOP_K = 3
 
 
 def _corr(xs: list[float], ys: list[float]) -> dict:
+    """Spearman and Kendall; None where undefined (a constant sequence)."""
+    import warnings
+
     from scipy.stats import kendalltau, spearmanr
 
-    return {"n": len(xs), "spearman": float(spearmanr(xs, ys).statistic),
-            "kendall": float(kendalltau(xs, ys).statistic)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant input: None below says so
+        rho, tau = float(spearmanr(xs, ys).statistic), float(kendalltau(xs, ys).statistic)
+    return {"n": len(xs), "spearman": None if np.isnan(rho) else rho,
+            "kendall": None if np.isnan(tau) else tau}
 
 
 def spearman_bootstrap(xs, ys, *, resamples: int = RESAMPLES, seed: int = BOOT_SEED,
@@ -127,6 +133,39 @@ def seed_to_seed(per_seed: list[list[float]], seeds: list[int]) -> list[dict]:
     return [{"seeds": [seeds[a], seeds[b]], **_corr(per_seed[a], per_seed[b]),
              "spearman_bootstrap": spearman_bootstrap(per_seed[a], per_seed[b])}
             for a in range(len(seeds)) for b in range(a + 1, len(seeds))]
+
+
+def _row(label: str, c: dict) -> str:
+    ci = c["spearman_bootstrap"]["ci95"]
+    ci_s = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "undefined"
+    def f(v):
+        return "undefined" if v is None else f"{v:+.2f}"
+
+    return f"| {label} | {f(c['spearman'])} | {ci_s} | {f(c['kendall'])} |"
+
+
+def markdown(result: dict) -> str:
+    """The report's table of a finished ``--out`` JSON: each score against the mean and each
+    seed, the seed-to-seed rows, and the ranks of each score's top 3 by mean accuracy."""
+    sm, seeds = result["summary"], result.get("scratch_seeds", [result["seed"]])
+    n = sm["shared_vs_scratch"]["n"]
+    lines = [f"n = {n} candidates, {len(seeds)} seed(s) each", "",
+             "| score against | Spearman | 95% bootstrap interval | Kendall |", "|---|---|---|---|"]
+    names = {"shared_vs_scratch": "weight-sharing", "base_adaptive_bn_vs_scratch": "adaptive BN"}
+    for key, name in names.items():
+        c = sm[key]
+        lines.append(_row(f"{name} vs mean of {len(seeds)} seed(s)", c))
+        for s, cs in zip(seeds, c.get("per_seed", []), strict=False):
+            lines.append(_row(f"{name} vs seed {s}", cs))
+    for c in sm.get("seed_to_seed", []):
+        lines.append(_row(f"**seed {c['seeds'][0]} vs seed {c['seeds'][1]} (the ceiling)**", c))
+    lines.append("")
+    for key, name in names.items():
+        top = sm[key][f"top{TOP_K}_rank_by_mean_acc"]
+        lines.append(f"{name} top {TOP_K}: ranks " + ", ".join(
+            f"{t['rank']:g} (candidate {t['candidate']}, score {t['score']:.4f}, "
+            f"acc {100 * t['acc']:.2f}%)" for t in top) + f" of {n}")
+    return "\n".join(lines)
 
 
 def _key(widths: dict, seed: int) -> str:
@@ -189,10 +228,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="from-scratch trainings per candidate (evaluation seeds)")
     p.add_argument("--set", nargs="*", default=[], help="config overrides (a smoke run)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--table", action="store_true",
+                   help="print the report's table of a finished --out and exit (no training)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where shared.pt and base.pt are kept (default: runs/oneshot_ranking/"
                         "<out stem>)")
     args = p.parse_args(argv)
+    if args.table:
+        result = read_json(args.out, what="--out")
+        if result is None:
+            raise UserError(f"--out {args.out}: no such file; run the benchmark first")
+        print(markdown(result))
+        return 0
     if args.seeds < 1 or args.candidates < 3:
         raise UserError(f"--seeds {args.seeds} --candidates {args.candidates}: need at least "
                         f"1 seed and 3 candidates")

@@ -37,6 +37,7 @@ def test_bootstrap_leaves_out_resamples_without_a_coefficient():
     out = rk.spearman_bootstrap([0, 0, 0, 1], [1, 2, 3, 4], resamples=500)
     assert out["undefined"] > 0 and not np.isnan(out["ci95"]).any()
     assert rk.spearman_bootstrap([1, 1, 1], [1, 2, 3])["ci95"] is None
+    assert rk._corr([1, 1, 1], [1, 2, 3]) == {"n": 3, "spearman": None, "kendall": None}
 
 
 def test_top_k_ranks_by_accuracy():
@@ -59,7 +60,8 @@ def test_seed_to_seed_and_per_seed_statistics():
     assert "per_seed" not in rk.score_stats([1, 2, 3, 4, 5], [a])
 
 
-def test_a_killed_run_resumes_without_training_again(tiny_space_file, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_without_training_again(tiny_space_file, tmp_path, monkeypatch,
+                                                    capsys):
     argv = ["--config", "default", "--candidates", "3", "--seeds", "2",
             "--out", str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "run"),
             "--set", *tiny_overrides(tiny_space_file), "search.screening.epochs=1",
@@ -83,4 +85,12 @@ def test_a_killed_run_resumes_without_training_again(tiny_space_file, tmp_path, 
     assert again["summary"]["shared_training"]["loaded"] and again["summary"]["base_loaded"]
     for k in ("shared_vs_scratch", "base_adaptive_bn_vs_scratch"):
         assert again["summary"][k] == first["summary"][k]  # same scores, same accuracies
-    assert again["candidates"] == first["candidates"]
+    def drop_seconds(cands):
+        return [{k: v for k, v in c.items() if k != "seconds"} for c in cands]
+
+    assert drop_seconds(again["candidates"]) == drop_seconds(first["candidates"])
+    capsys.readouterr()
+    assert rk.main(["--out", str(tmp_path / "r.json"), "--table"]) == 0
+    table = capsys.readouterr().out
+    assert "| **seed 10000 vs seed 10001 (the ceiling)** |" in table
+    assert "adaptive BN vs seed 10001" in table and "weight-sharing top 3: ranks" in table
