@@ -1,0 +1,96 @@
+"""benchmarks/oneshot_ranking.py: its statistics helpers, and a tiny run that resumes from its
+checkpoints without training again (no real data, seconds)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from .conftest import tiny_overrides
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import oneshot_ranking as rk  # noqa: E402
+
+
+def test_bootstrap_interval_brackets_the_coefficient_and_is_reproducible():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=24)
+    y = x + rng.normal(size=24)
+    rho = spearmanr(x, y).statistic
+    a = rk.spearman_bootstrap(x, y)
+    assert a == rk.spearman_bootstrap(x, y)  # fixed RNG seed
+    lo, hi = a["ci95"]
+    assert -1 <= lo < rho < hi <= 1 and a["resamples"] == 2000
+    # perfectly monotone pairs: every defined resample gives 1
+    assert rk.spearman_bootstrap(range(10), [v ** 3 for v in range(10)])["ci95"] == [1.0, 1.0]
+    with pytest.raises(ValueError):
+        rk.spearman_bootstrap([1, 2], [1, 2])
+
+
+def test_bootstrap_leaves_out_resamples_without_a_coefficient():
+    # a resample of only the constant-x points has no coefficient
+    out = rk.spearman_bootstrap([0, 0, 0, 1], [1, 2, 3, 4], resamples=500)
+    assert out["undefined"] > 0 and not np.isnan(out["ci95"]).any()
+    assert rk.spearman_bootstrap([1, 1, 1], [1, 2, 3])["ci95"] is None
+    assert rk._corr([1, 1, 1], [1, 2, 3]) == {"n": 3, "spearman": None, "kendall": None}
+
+
+def test_top_k_ranks_by_accuracy():
+    scores = [0.5, 0.9, 0.9, 0.1, 0.7]
+    acc = [0.80, 0.70, 0.90, 0.85, 0.85]
+    top = rk.top_k_ranks(scores, acc, k=3)
+    # candidates 1 and 2 tie on score: the earlier first; 3 and 4 tie on accuracy: rank 2.5
+    assert [t["candidate"] for t in top] == [1, 2, 4]
+    assert [t["rank"] for t in top] == [5.0, 1.0, 2.5]
+
+
+def test_seed_to_seed_and_per_seed_statistics():
+    a, b = [0.1, 0.2, 0.3, 0.4, 0.5], [0.1, 0.3, 0.2, 0.4, 0.5]
+    (pair,) = rk.seed_to_seed([a, b], [10000, 10001])
+    assert pair["seeds"] == [10000, 10001] and pair["n"] == 5
+    assert pair["spearman"] == pytest.approx(0.9)
+    s = rk.score_stats([1, 2, 3, 4, 5], [a, b])
+    assert s["spearman"] == pytest.approx(spearmanr([1, 2, 3, 4, 5], np.mean([a, b], 0))[0])
+    assert [p["spearman"] for p in s["per_seed"]] == pytest.approx([1.0, 0.9])
+    assert "per_seed" not in rk.score_stats([1, 2, 3, 4, 5], [a])
+
+
+def test_a_killed_run_resumes_without_training_again(tiny_space_file, tmp_path, monkeypatch,
+                                                    capsys):
+    argv = ["--config", "default", "--candidates", "3", "--seeds", "2",
+            "--out", str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "run"),
+            "--set", *tiny_overrides(tiny_space_file), "search.screening.epochs=1",
+            "seed_method.base_epochs=1", "search.rungs=[{epochs: 1}]"]
+    assert rk.main(argv) == 0
+    first = json.loads((tmp_path / "r.json").read_text())
+    lines = (tmp_path / "r.scratch.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and first["scratch_seeds"] == [10000, 10001]
+    assert first["resumed_trainings"] == 0
+    assert (tmp_path / "run" / "shared.pt").is_file() and (tmp_path / "run" / "base.pt").is_file()
+    # kill after the fourth training: drop two lines, cut the last short
+    (tmp_path / "r.scratch.jsonl").write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])
+    calls = []
+    real = rk.train_spec
+    monkeypatch.setattr(rk, "train_spec", lambda *a, **k: calls.append(k["seed"]) or real(*a, **k))
+    monkeypatch.setattr(rk, "train_shared", None)  # loaded, never trained again
+    monkeypatch.setattr(rk, "train", None)
+    assert rk.main(argv) == 0
+    again = json.loads((tmp_path / "r.json").read_text())
+    assert len(calls) == 2 and again["resumed_trainings"] == 4
+    assert again["summary"]["shared_training"]["loaded"] and again["summary"]["base_loaded"]
+    for k in ("shared_vs_scratch", "base_adaptive_bn_vs_scratch"):
+        assert again["summary"][k] == first["summary"][k]  # same scores, same accuracies
+    def drop_seconds(cands):
+        return [{k: v for k, v in c.items() if k != "seconds"} for c in cands]
+
+    assert drop_seconds(again["candidates"]) == drop_seconds(first["candidates"])
+    capsys.readouterr()
+    assert rk.main(["--out", str(tmp_path / "r.json"), "--table"]) == 0
+    table = capsys.readouterr().out
+    assert "| **seed 10000 vs seed 10001 (the ceiling)** |" in table
+    assert "adaptive BN vs seed 10001" in table and "weight-sharing top 3: ranks" in table
