@@ -71,6 +71,7 @@ from ..seeds import SEED_METHODS, SeedContext, get_method, parse_methods, traine
 from ..surgery import filter_l1_scores
 from ..train import budget_epochs, resolve_device
 from ..widths import SearchSpace
+from .fidelity import rung_step
 from .space import MULT, START, UNIFORM, CandidateSpace
 
 __all__ = ["COST_UNIT", "ONESHOT_DIR", "SHARED_PT", "ScreeningCost", "base_method",
@@ -116,7 +117,7 @@ def rung_reach(cfg: Any) -> list[float]:
     s = cfg.search
     n = max(1, len(s.rungs))
     if s.rungs and s.early_stopping == "halving":
-        return [1.0 / s.reduction_factor ** k for k in range(n)]
+        return [1.0 / rung_step(k, s.reduction_factor) for k in range(n)]
     return [1.0] * n
 
 
