@@ -220,6 +220,22 @@ def _shared_net(space, data, cfg, sc, path: Path):
     return shared, {**rec, "loaded": False}
 
 
+def _candidates(path: Path, cspace, start: dict, args, cfg) -> list[dict]:
+    """The drawn candidates, kept in ``path``: under a latency budget a draw depends on measured
+    latencies, so a resumed run must reuse the first draw to find its finished trainings."""
+    stamp = {"config": args.config, "set": list(args.set), "candidates": args.candidates,
+             "seed": cfg.random_seed}
+    kept = read_json(path, what="candidates file")
+    if kept is not None and kept.get("stamp") == stamp:
+        print(f"candidates: loaded from {path}", flush=True)
+        return kept["candidates"]
+    t0 = time.perf_counter()
+    cands = draw(cspace, start, args.candidates, cfg.random_seed)
+    write_json(path, {"stamp": stamp, "candidates": cands,
+                      "draw_s": round(time.perf_counter() - t0, 1)})
+    return cands
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="evidence_vgg_small_25")
@@ -250,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     name = space.name
     budget, metric = cfg.seed_method.budget, cfg.seed_method.metric
     data = load_data(cfg.data, device="cpu")
-    cands = draw(cspace, start, args.candidates, cfg.random_seed)
-    sdata = screening_data(data, sc, seed=cfg.random_seed)
     run_dir = args.run_dir or Path("runs/oneshot_ranking") / args.out.stem
+    cands = _candidates(run_dir / "candidates.json", cspace, start, args, cfg)
+    sdata = screening_data(data, sc, seed=cfg.random_seed)
     journal = args.out.with_name(args.out.stem + ".scratch.jsonl")
     seeds = [cfg.random_seed + FINAL_SEED_OFFSET + k for k in range(args.seeds)]
     t_all = time.perf_counter()
@@ -269,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     base_scores = [screen(cut.extract(w), sdata) for w in cands]
     base_screen_s = time.perf_counter() - t0
 
+    base_flops, base_cost = space.base_cost("flops"), space.base_cost(metric)
     top_epochs = cfg.search.rungs[-1].epochs if cfg.search.rungs else cfg.train.epochs
     stamp = {"config": args.config, "set": list(args.set), "base_epochs": top_epochs}
     done = _done(journal, stamp)
@@ -293,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"left (at most {left} trainings)", flush=True)
             per.append(rec_s)
         accs = [r["val_acc"] for r in per]
-        runs.append({"widths": w, "val_acc": float(np.mean(accs)), "val_accs": accs,
+        runs.append({"widths": w, "flops_ratio": round(space.cost(w, "flops") / base_flops, 4),
+                     # latency: the space's prediction; the draw measured it within tolerance
+                     ("latency_ratio_predicted" if metric == "latency" else f"{metric}_ratio"):
+                         round(space.cost(w, metric) / base_cost, 4),
+                     "val_acc": float(np.mean(accs)), "val_accs": accs,
                      "seeds": seeds, "epochs": per[0]["epochs"],
                      "seconds": round(sum(r["seconds"] for r in per), 1),
                      "shared_score": shared_scores[i], "base_score": base_scores[i]})

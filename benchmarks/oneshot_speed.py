@@ -37,9 +37,9 @@ from nas_prune.budget import check_budget, uniform_widths
 from nas_prune.config import load_config, to_dict
 from nas_prune.data import load_data
 from nas_prune.oneshot import OneShotConfig, SharedNet, screen, screening_data, train_shared
-from nas_prune.scratch import train_spec
+from nas_prune.scratch import resolve_space, train_spec
 from nas_prune.search.space import MULT, START, CandidateSpace
-from nas_prune.widths import SearchSpace, space_source
+from nas_prune.widths import SearchSpace
 
 
 def draw(cspace: CandidateSpace, start: dict[str, int], n: int, seed: int) -> list[dict]:
@@ -56,14 +56,18 @@ def draw(cspace: CandidateSpace, start: dict[str, int], n: int, seed: int) -> li
 
 
 def around_uniform(cfg) -> tuple[SearchSpace, dict[str, int], CandidateSpace]:
-    """The config's space, uniform at its budget, and the candidate space around uniform."""
-    name, raw = space_source(cfg.space)
-    space = SearchSpace.from_dict(raw, name=name)
+    """The config's space, uniform at its budget, and the candidate space around uniform.
+
+    Under a latency budget (``seed_method.metric: latency``) the space carries the config's
+    latency model and the candidate space measures and corrects as the search does."""
+    _, _, space = resolve_space(cfg)
     budget, metric = cfg.seed_method.budget, cfg.seed_method.metric
     start = uniform_widths(space, budget, metric)
     cspace = CandidateSpace(space, starts={"uniform": start}, metric=metric,
                             target=check_budget(space, budget, metric),
-                            tolerance=cfg.search.tolerance)
+                            tolerance=cfg.search.tolerance,
+                            latency=dataclasses.asdict(cfg.latency) if metric == "latency"
+                            else None)
     return space, start, cspace
 
 

@@ -94,3 +94,24 @@ def test_a_killed_run_resumes_without_training_again(tiny_space_file, tmp_path, 
     table = capsys.readouterr().out
     assert "| **seed 10000 vs seed 10001 (the ceiling)** |" in table
     assert "adaptive BN vs seed 10001" in table and "weight-sharing top 3: ranks" in table
+
+
+def test_a_latency_budget_run_keeps_its_drawn_candidates(tiny_space_file, tmp_path, monkeypatch):
+    """Under a latency budget the draw depends on measured latencies, so a rerun reuses the
+    first run's candidates (and so finds its finished trainings) instead of drawing again."""
+    argv = ["--config", "default", "--candidates", "3", "--seeds", "1",
+            "--out", str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "run"),
+            "--set", *tiny_overrides(tiny_space_file), "search.screening.epochs=1",
+            "seed_method.base_epochs=1", "search.rungs=[{epochs: 1}]",
+            "seed_method.metric=latency", "seed_method.budget=0.95", "search.tolerance=0.3"]
+    assert rk.main(argv) == 0
+    first = json.loads((tmp_path / "r.json").read_text())
+    assert first["budget"]["metric"] == "latency"
+    assert all(0 < c["latency_ratio_predicted"] and 0 < c["flops_ratio"] <= 1
+               for c in first["candidates"])
+    monkeypatch.setattr(rk, "draw", None)  # a second draw would fail
+    monkeypatch.setattr(rk, "train_spec", None)  # and so would a training
+    assert rk.main(argv) == 0
+    again = json.loads((tmp_path / "r.json").read_text())
+    assert [c["widths"] for c in again["candidates"]] == [c["widths"] for c in first["candidates"]]
+    assert again["resumed_trainings"] == 3
