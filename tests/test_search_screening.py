@@ -303,6 +303,9 @@ def test_compare_reports_measured_compute_and_warns_when_oneshot_spent_more(tmp_
     one = _compute(MEASURED[1:], arm_dir, setup)
     assert one["trials_base_trainings"] == pytest.approx(1.5625)
     assert one["base_trainings"] == pytest.approx(1.5625 + 0.5 + 0.25)
+    # its wall time counts the weight-sharing training (3 s) and the screening (1 s)
+    assert one["wall_s"] == pytest.approx(one["trials_wall_s"] + 4.0)
+    assert one["trials_wall_s"] == _compute(MEASURED[1:], None, setup)["wall_s"]
     arms = {"uniform": {"compute": other}, "oneshot": {"compute": one}}
     # 2.31 spent against 1.81: over by 0.50, under an average trial of 1.81 / 3 = 0.60
     assert compute_note(arms) is None

@@ -185,7 +185,8 @@ def _compute(records, arm_dir: Path | None = None, setup: Any = None) -> dict[st
     time, and its compute in trainings of the base network by FLOPs (``base_trainings``): its
     trials' trainings as run (:func:`nas_prune.search.screening.measured_base_trainings`), plus
     with screening the weight-sharing training and the screening, as
-    ``RUN/oneshot/screening.json`` records them."""
+    ``RUN/oneshot/screening.json`` records them; ``wall_s`` then counts the weight-sharing
+    training and the screening too (``trials_wall_s``: the trials alone)."""
     trials = measured_base_trainings(records, base_flops=setup.base_flops,
                                      base_epochs=setup.cfg.train.epochs) if setup else None
     out: dict[str, Any] = {
@@ -213,6 +214,12 @@ def _compute(records, arm_dir: Path | None = None, setup: Any = None) -> dict[st
                             "trial_base_trainings": cost.get("trial_base_trainings")}
         if trials is not None:
             out["base_trainings"] = round(trials + network + scr, 6)
+        # the arm's wall time: its trials, plus the weight-sharing training and the screening
+        network_s = float(shared.get("wall_time") or 0.0) \
+            if screening.get("score", "shared") == "shared" else 0.0
+        out["trials_wall_s"] = out["wall_s"]
+        out["wall_s"] = round(out["wall_s"] + network_s
+                              + float(screening.get("screen_seconds") or 0.0), 1)
     return out
 
 
