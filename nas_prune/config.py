@@ -35,7 +35,7 @@ from .data import DataConfig
 from .errors import UserError
 from .latency import BACKENDS as LATENCY_BACKENDS
 from .latency import LatencyConfig
-from .oneshot import MAX_POPULATION, SCORES, OneShotConfig
+from .oneshot import MAX_POPULATION, SCORES, STRATEGIES, OneShotConfig
 from .seeds import SEED_METHODS, get_method, parse_methods
 from .train import BUDGETS, SCHEDULES, TrainConfig
 
@@ -472,6 +472,10 @@ RULES: dict[str, Any] = {
     "search.screening.promote": Range(1, 10_000),
     "search.screening.random_checks": Range(0, 10_000),
     "search.screening.score": OneOf(SCORES),
+    "search.screening.strategy": OneOf(STRATEGIES),
+    "search.screening.evolution_size": Range(2, MAX_POPULATION),
+    "search.screening.tournament": Range(1, 10_000),
+    "search.screening.mutation": Range(0, 1, lo_open=True),
     "search.ray.address": NonEmpty("'auto' or ray://HOST:PORT (or null)"),
     "search.rungs": Rungs(),
     "search.reduction_factor": Range(2, 100),

@@ -49,8 +49,8 @@ from .surgery import cut_down, keep_from_scores
 from .train import TrainConfig, lr_lambda, make_optimizer
 from .widths import SearchSpace
 
-__all__ = ["CHECKPOINT_FORMAT", "FORWARD_PER_TRAINING_PASS", "SCORES", "BaseNetCandidates",
-           "OneShotConfig", "ScreeningData", "SharedNet", "load_shared", "planned_sandwich_cost",
+__all__ = ["CHECKPOINT_FORMAT", "FORWARD_PER_TRAINING_PASS", "SCORES", "STRATEGIES",
+           "BaseNetCandidates", "OneShotConfig", "ScreeningData", "SharedNet", "load_shared", "planned_sandwich_cost",
            "planned_screening_images", "random_widths", "recalibrate_bn", "sandwich_cost",
            "sandwich_widths", "save_shared", "screen", "screening_cost", "screening_data",
            "train_shared"]
@@ -63,6 +63,9 @@ MAX_POPULATION = 1_000_000  # screened candidates of one search
 #: where a screened candidate's weights come from: the weight-sharing network, or a seed
 #: method's trained base network cut to the candidate's widths (no training)
 SCORES = ("shared", "base")
+#: how a search picks the candidates it screens: independent random draws, or aging evolution
+#: on the screening score (:func:`nas_prune.search.screening.evolve`)
+STRATEGIES = ("random", "evolution")
 #: a training step (forward and backward) counted as this many forward passes, to state
 #: screening (forward passes only) in trainings of the base network
 FORWARD_PER_TRAINING_PASS = 3
@@ -89,19 +92,36 @@ class OneShotConfig:
     # are cut from the first seed method's trained base network, channels by its importance
     # (no training at all)
     score: str = "shared"
+    # random: `population` independent draws; evolution: aging evolution on the screening
+    # score (its first `evolution_size` candidates are random draws, each later one a mutation)
+    strategy: str = "random"
+    evolution_size: int = 64  # evolution: the youngest candidates parents are chosen from
+    tournament: int = 16  # evolution: candidates drawn per step; the best of them is mutated
+    mutation: float = 0.3  # evolution: the chance each multiplier of the parent is drawn again
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise UserError(f"search.screening.score: {self.score!r}; choose one of "
                             f"{', '.join(SCORES)}")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"search.screening.strategy: {self.strategy!r}; choose one of "
+                            f"{', '.join(STRATEGIES)}")
+        m = self.mutation
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m <= 1:
+            raise UserError(f"search.screening.mutation: {m!r} is out of range; must be a "
+                            f"probability in (0, 1]")
         for key, lo, hi in (("epochs", 1, 100_000), ("random_widths", 0, 64),
                             ("recal_batches", 1, 10_000), ("recal_batch_size", 1, 1 << 20),
                             ("val_images", 1, 1 << 30), ("population", 0, MAX_POPULATION),
-                            ("promote", 1, 10_000), ("random_checks", 0, 10_000)):
+                            ("promote", 1, 10_000), ("random_checks", 0, 10_000),
+                            ("evolution_size", 2, MAX_POPULATION), ("tournament", 1, 10_000)):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise UserError(f"search.screening.{key}: {v!r} is out of range; must be in "
                                 f"[{lo}, {hi}]")
+        if self.tournament > self.evolution_size:
+            raise UserError(f"search.screening.tournament: {self.tournament} is more than the "
+                            f"{self.evolution_size} candidates alive (evolution_size); lower it")
 
 
 # ---- the weight-sharing network ------------------------------------------------------------

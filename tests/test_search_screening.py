@@ -144,6 +144,12 @@ def test_a_checkpoint_of_another_space_is_refused(tmp_path, capsys):
     (["search.screening.score=eagle"],
      "search.screening.score: 'eagle'; choose one of shared, base"),
     (["search.screening.score=base"], "and random trains none; seed a method with a base"),
+    (["search.screening.strategy=genetic"],
+     "search.screening.strategy: 'genetic'; choose one of random, evolution"),
+    (["search.screening.strategy=evolution", "search.screening.evolution_size=8",
+      "search.screening.tournament=9"], "search.screening.tournament: 9 is more than the 8"),
+    (["search.screening.mutation=0"], "search.screening.mutation"),
+    (["search.screening.evolution_size=1"], "search.screening.evolution_size"),
 ])
 def test_bad_screening_settings_are_one_line_errors(tmp_path, capsys, no_training, extra,
                                                     fragment):
@@ -402,3 +408,67 @@ def test_too_few_trials_with_the_base_score_names_no_network_training():
         "its screening (1000 candidates, 8.50 trials), fewer than the 12 it needs "
         "(2 seed/uniform, 8 promoted, 2 random); raise search.n_trials or lower "
         "search.screening.promote or .population")
+
+
+def _vgg_small_candidates():
+    from nas_prune.budget import check_budget, uniform_widths
+    from nas_prune.search.space import CandidateSpace
+    from nas_prune.widths import space_source
+
+    name, raw = space_source("vgg_small_fmnist")
+    space = SearchSpace.from_dict(raw, name=name)
+    return CandidateSpace(space, starts={"uniform": uniform_widths(space, 0.25)},
+                          target=check_budget(space, 0.25), tolerance=0.02)
+
+
+def test_evolution_beats_as_many_random_draws_on_a_score_with_one_optimum():
+    """Aging evolution, given the same number of screens as random draws, finds candidates
+    nearer a known optimum (the score is minus the distance to a lopsided allocation)."""
+    import random
+
+    from nas_prune.search.space import MULT, START
+
+    cs = _vgg_small_candidates()
+    lopsided = {START: "uniform", **{f"{MULT}{g}": (1.45 if i % 2 else 0.55)
+                                     for i, g in enumerate(cs.groups)}}
+    best = cs.decode(lopsided).widths
+    base = cs.space.base_widths()
+
+    def score(w):
+        return -sum(abs(w[g] - best[g]) / base[g] for g in w)
+
+    gains = []
+    for seed in range(5):
+        drawn = screening.draw(cs, 150, random.Random(seed))
+        evo = screening.evolve(cs, 150, random.Random(seed), score, size=24, tournament=6,
+                               mutation=0.3)
+        assert len(evo) == 150 and len({tuple(c["widths"].values()) for c in evo}) == 150
+        # the first `size` are the random draws, the same ones draw() makes with that seed
+        assert [c["widths"] for c in evo[:24]] == [c["widths"] for c in drawn[:24]]
+        assert all(c["parent"] is None for c in evo[:24])
+        assert all(c["parent"] is not None and c["parent"] < i for i, c in enumerate(evo)
+                   if i >= 24)
+        assert all(c["score"] == score(c["widths"]) for c in evo)
+        assert all(cs.space.cost(c["widths"], "flops") <= cs.target * (1 + cs.tolerance)
+                   for c in evo)
+        gains.append(max(c["score"] for c in evo) - max(score(c["widths"]) for c in drawn))
+    assert sum(g > 0 for g in gains) >= 4 and sum(gains) > 0, gains
+
+
+@pytest.mark.slow  # ~10 s: a search with evolutionary screening, trials and a final run
+def test_evolutionary_screening_records_its_lineage_and_checks_random_draws(tmp_path, capsys):
+    run = tmp_path / "run"
+    extra = SCREEN + ["search.screening.strategy=evolution", "search.screening.evolution_size=8",
+                      "search.screening.tournament=4"]
+    assert search(tmp_path, run, "--n-trials", "4", "--final-seeds", "1", extra=extra) == 0
+    assert "screening (shared, evolution):" in capsys.readouterr().out
+    screened = _jsonl(run / "oneshot" / "screened.jsonl")
+    assert any(c["parent"] is not None for c in screened)
+    assert all(c["parent"] is None for c in screened[:8])
+    rand = [c for c in screened if c["pick"] == "random"]
+    assert len(rand) == 1 and rand[0]["parent"] is None  # a check the score did not choose
+    info = read_json(run / "search.json")["screening"]
+    evo = info["evolution"]
+    assert info["strategy"] == "evolution" and evo["random_draws"] == 8
+    assert evo["mutations"] == len(screened) - 8 > 0
+    assert evo["best_score"] >= evo["best_score_random_draws"]

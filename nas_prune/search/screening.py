@@ -42,7 +42,8 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ from .fidelity import rung_step
 from .space import MULT, START, UNIFORM, CandidateSpace
 
 __all__ = ["COST_UNIT", "ONESHOT_DIR", "SHARED_PT", "ScreeningCost", "base_method",
-           "check_base_score", "check_shared_checkpoint", "correlation", "draw",
+           "check_base_score", "check_shared_checkpoint", "correlation", "draw", "evolve",
            "measured_base_trainings", "planned_cost", "rung_reach", "run_screening",
            "trial_base_trainings"]
 
@@ -220,6 +221,51 @@ def draw(cspace: CandidateSpace, n: int, rng: random.Random) -> list[dict[str, A
     return out
 
 
+def _mutate(params: Mapping[str, Any], cspace: CandidateSpace, rng: random.Random,
+            rate: float) -> dict[str, Any]:
+    """A copy of ``params`` with each gene (every group's multiplier, and the start where
+    there are several) drawn again with probability ``rate``; at least one always is."""
+    genes = ([START] if len(cspace.starts) > 1 else []) + [f"{MULT}{g}" for g in cspace.groups]
+    chosen = [k for k in genes if rng.random() < rate] or [rng.choice(genes)]
+    out = dict(params)
+    for k in chosen:
+        out[k] = rng.choice(list(cspace.starts)) if k == START \
+            else rng.uniform(cspace.low, cspace.high)
+    return out
+
+
+def evolve(cspace: CandidateSpace, n: int, rng: random.Random,
+           score: Callable[[Mapping[str, int]], float], *, size: int, tournament: int,
+           mutation: float) -> list[dict[str, Any]]:
+    """Up to ``n`` distinct candidates chosen by aging (regularized) evolution on ``score``
+    (Real et al., 2019): the first ``size`` are random draws (:func:`draw`); after them each
+    cycle draws ``tournament`` of the ``size`` youngest candidates, mutates the params of the
+    best of them (:func:`_mutate`), projects the child onto the budget and scores it, and the
+    oldest leaves the alive set. Each candidate is ``{"params", "widths", "score", "parent"}``
+    (``parent``: the index of the candidate it mutates, None for a random draw)."""
+    out = draw(cspace, min(size, n), rng)
+    for c in out:
+        c["score"], c["parent"] = float(score(c["widths"])), None
+    seen = {tuple(c["widths"].values()) for c in out}
+    alive = deque(range(len(out)))
+    for _ in range(max(n - len(out), 0) * _MAX_DRAWS):
+        if len(out) >= n or not alive:
+            break
+        entrants = rng.sample(list(alive), min(tournament, len(alive)))
+        parent = max(entrants, key=lambda i: (out[i]["score"], -i))
+        params = _mutate(out[parent]["params"], cspace, rng, mutation)
+        c = cspace.decode(params)
+        if c.widths is None or tuple(c.widths.values()) in seen:
+            continue  # off the budget, or screened already: mutate again
+        seen.add(tuple(c.widths.values()))
+        out.append({"params": params, "widths": dict(c.widths),
+                    "score": float(score(c.widths)), "parent": parent})
+        alive.append(len(out) - 1)
+        if len(alive) > size:
+            alive.popleft()
+    return out
+
+
 def check_shared_checkpoint(cfg: Any, run_dir: str | Path) -> None:
     """Refuse, before anything is written, a run directory whose weight-sharing checkpoint
     belongs to another space or code version."""
@@ -325,24 +371,32 @@ def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None,
         source, network_cost = shared, float(record.get("cost_base_trainings") or 0.0)
     rng = random.Random(cfg.random_seed)
     t0 = time.perf_counter()
-    pop = draw(setup.cspace, sc.population, rng)
+    sdata = screening_data(data, sc, seed=cfg.random_seed)
+    with torch.no_grad():
+        if sc.strategy == "evolution":
+            pop = evolve(setup.cspace, sc.population, rng,
+                         lambda w: screen(source.extract(w), sdata), size=sc.evolution_size,
+                         tournament=sc.tournament, mutation=sc.mutation)
+        else:
+            pop = draw(setup.cspace, sc.population, rng)
+            for c in pop:
+                c["score"] = screen(source.extract(c["widths"]), sdata)
     if not pop:
         raise UserError("search.screening.population: no candidate of the space lands on the "
                         "budget; widen search.multiplier_low/high or search.tolerance")
-    sdata = screening_data(data, sc, seed=cfg.random_seed)
-    with torch.no_grad():
-        for c in pop:
-            c["score"] = screen(source.extract(c["widths"]), sdata)
     seconds = time.perf_counter() - t0
     order = sorted(range(len(pop)), key=lambda i: (-pop[i]["score"], i))
     top = order[: sc.promote]
-    rest = order[sc.promote:]
+    # the random checks come from the random draws (under evolution: its first ones), so that
+    # the correlation is also measured on candidates the score did not choose
+    rest = [i for i in order[sc.promote:] if pop[i].get("parent") is None]
     checks = rng.sample(rest, min(sc.random_checks, len(rest)))
     chosen = [{**pop[i], "pick": "top"} for i in top] + \
         [{**pop[i], "pick": "random"} for i in checks]
     picks = {i: "top" for i in top} | {i: "random" for i in checks}
     lines = [json.dumps({"widths": c["widths"], "params": c["params"], "score": c["score"],
-                         "pick": picks.get(i)}) for i, c in enumerate(pop)]
+                         "pick": picks.get(i), "parent": c.get("parent")})
+             for i, c in enumerate(pop)]
     write_atomic(run_dir / ONESHOT_DIR / SCREENED, "\n".join(lines) + "\n")
     scores = [c["score"] for c in pop]
     cost = ScreeningCost(
@@ -352,12 +406,19 @@ def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None,
                                  images=sdata.images, n_train=len(data.train),
                                  base_epochs=cfg.train.epochs),
         candidates=len(pop))
-    summary = {"score": sc.score, "population": sc.population, "screened": len(pop),
+    summary = {"score": sc.score, "strategy": sc.strategy, "population": sc.population,
+               "screened": len(pop),
                "promoted": len(top), "random_checks": len(checks),
                "screen_seconds": round(seconds, 2),
                "score_range": [min(scores), max(scores)], "cost": cost.to_dict(),
                "settings": {k: getattr(sc, k) for k in ("recal_batches", "recal_batch_size",
                                                         "val_images")}}
+    if sc.strategy == "evolution":
+        first = [c["score"] for c in pop if c.get("parent") is None]
+        summary["evolution"] = {
+            "size": sc.evolution_size, "tournament": sc.tournament, "mutation": sc.mutation,
+            "random_draws": len(first), "mutations": len(pop) - len(first),
+            "best_score_random_draws": max(first), "best_score": max(scores)}
     if sc.score == "base":
         summary["base_network"] = record
     else:
@@ -365,7 +426,8 @@ def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None,
                                       ("epochs", "steps", "wall_time", "cost_base_trainings",
                                        "loaded", "train_loss")}
     write_json(run_dir / ONESHOT_DIR / "screening.json", summary)
-    say(f"screening ({sc.score}): {len(pop)} candidates screened in {seconds:.0f} s (scores "
+    how = f"{sc.score}, evolution" if sc.strategy == "evolution" else sc.score
+    say(f"screening ({how}): {len(pop)} candidates screened in {seconds:.0f} s (scores "
         f"{min(scores):.3f}-{max(scores):.3f}); {len(top)} promoted, {len(checks)} random "
         f"checks; cost {cost.trials:.2f} trials ({cost.network_trials:.2f} "
         f"{'weight-sharing training' if sc.score == 'shared' else 'base network'}, "
