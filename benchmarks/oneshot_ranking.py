@@ -186,6 +186,25 @@ def _done(path: Path, stamp: dict) -> dict[str, dict]:
     return out
 
 
+def _train_one(journal: Path, stamp: dict, w: dict, i: int, seed: int, space, cfg,
+               epochs: int) -> tuple[dict, bool]:
+    """Candidate ``i`` trained from scratch on ``seed``, or its record from the journal (read
+    again each time: a ``--scratch-only`` helper may have added it); True when trained now."""
+    rec = _done(journal, stamp).get(_key(w, seed))
+    if rec is not None:
+        return rec, False
+    t0 = time.perf_counter()
+    result, _ = train_spec(space.spec(w), cfg, epochs=epochs, seed=seed)
+    rec = {**stamp, "candidate": i, "widths": w, "seed": seed,
+           "val_acc": result.val_acc_final, "epochs": result.epochs_run,
+           "seconds": round(time.perf_counter() - t0, 1), "finished": now()}
+    with journal.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(f"candidate {i} seed {seed}: val {rec['val_acc']:.4f} in {rec['seconds']:.0f} s",
+          flush=True)
+    return rec, True
+
+
 def _base_net(space, data, cfg, path: Path):
     """The trained base network and its record: loaded from ``path`` or trained and saved."""
     rec_path = path.with_suffix(".json")
@@ -246,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--table", action="store_true",
                    help="print the report's table of a finished --out and exit (no training)")
+    p.add_argument("--scratch-only", action="store_true",
+                   help="a helper beside a running benchmark of the same arguments: trains the "
+                        "from-scratch candidates missing from the journal, last one first, and "
+                        "exits (no screening, no --out); the running one skips what it finds")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where shared.pt and base.pt are kept (default: runs/oneshot_ranking/"
                         "<out stem>)")
@@ -272,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     journal = args.out.with_name(args.out.stem + ".scratch.jsonl")
     seeds = [cfg.random_seed + FINAL_SEED_OFFSET + k for k in range(args.seeds)]
     t_all = time.perf_counter()
+    top_epochs = cfg.search.rungs[-1].epochs if cfg.search.rungs else cfg.train.epochs
+    stamp = {"config": args.config, "set": list(args.set), "base_epochs": top_epochs}
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    if args.scratch_only:
+        for i in reversed(range(len(cands))):
+            for s in seeds:
+                _train_one(journal, stamp, cands[i], i, s, space, cfg, top_epochs)
+        return 0
 
     shared, rec = _shared_net(space, data, cfg, sc, run_dir / "shared.pt")
     shared.model.eval()
@@ -286,28 +317,17 @@ def main(argv: list[str] | None = None) -> int:
     base_screen_s = time.perf_counter() - t0
 
     base_flops, base_cost = space.base_cost("flops"), space.base_cost(metric)
-    top_epochs = cfg.search.rungs[-1].epochs if cfg.search.rungs else cfg.train.epochs
-    stamp = {"config": args.config, "set": list(args.set), "base_epochs": top_epochs}
-    done = _done(journal, stamp)
-    journal.parent.mkdir(parents=True, exist_ok=True)
+    n_done = len(_done(journal, stamp))
     runs, n_new, t_new = [], 0, 0.0
     for i, w in enumerate(cands):
         per = []
         for s in seeds:
-            rec_s = done.get(_key(w, s))
-            if rec_s is None:
-                t0 = time.perf_counter()
-                result, _ = train_spec(space.spec(w), cfg, epochs=top_epochs, seed=s)
-                rec_s = {**stamp, "candidate": i, "widths": w, "seed": s,
-                         "val_acc": result.val_acc_final, "epochs": result.epochs_run,
-                         "seconds": round(time.perf_counter() - t0, 1), "finished": now()}
-                with journal.open("a") as f:
-                    f.write(json.dumps(rec_s) + "\n")
+            rec_s, trained = _train_one(journal, stamp, w, i, s, space, cfg, top_epochs)
+            if trained:
                 n_new, t_new = n_new + 1, t_new + rec_s["seconds"]
                 left = (len(cands) - i) * len(seeds) - len(per) - 1
-                print(f"candidate {i} seed {s}: val {rec_s['val_acc']:.4f} in "
-                      f"{rec_s['seconds']:.0f} s; about {left * t_new / n_new / 60:.0f} min "
-                      f"left (at most {left} trainings)", flush=True)
+                print(f"  about {left * t_new / n_new / 60:.0f} min left (at most {left} "
+                      f"trainings)", flush=True)
             per.append(rec_s)
         accs = [r["val_acc"] for r in per]
         runs.append({"widths": w, "flops_ratio": round(space.cost(w, "flops") / base_flops, 4),
@@ -346,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         "budget": {"metric": metric, "ratio": budget}, "screening": to_dict(sc),
         "train": to_dict(cfg.train), "top_rung_base_epochs": top_epochs,
         "seed": cfg.random_seed, "scratch_seeds": seeds, "scratch_journal": journal.name,
-        "resumed_trainings": len(cands) * len(seeds) - n_new,
+        "resumed_trainings": n_done,
+        "helper_trainings": len(cands) * len(seeds) - n_new - n_done,
         "summary": summary, "candidates": runs,
     })
     print(json.dumps(summary, indent=2))

@@ -115,3 +115,21 @@ def test_a_latency_budget_run_keeps_its_drawn_candidates(tiny_space_file, tmp_pa
     again = json.loads((tmp_path / "r.json").read_text())
     assert [c["widths"] for c in again["candidates"]] == [c["widths"] for c in first["candidates"]]
     assert again["resumed_trainings"] == 3
+
+
+def test_a_scratch_only_helper_shares_the_trainings(tiny_space_file, tmp_path, monkeypatch):
+    """--scratch-only trains the journal's missing candidates last first and writes no --out;
+    the benchmark then finds them in the journal and trains nothing again."""
+    argv = ["--config", "default", "--candidates", "3", "--seeds", "1",
+            "--out", str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "run"),
+            "--set", *tiny_overrides(tiny_space_file), "search.screening.epochs=1",
+            "seed_method.base_epochs=1", "search.rungs=[{epochs: 1}]"]
+    assert rk.main([*argv, "--scratch-only"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "r.scratch.jsonl").read_text().splitlines()]
+    assert [r["candidate"] for r in lines] == [2, 1, 0]
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "run" / "shared.pt").exists()
+    monkeypatch.setattr(rk, "train_spec", None)  # nothing is trained twice
+    assert rk.main(argv) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["resumed_trainings"] == 3 and result["helper_trainings"] == 0
+    assert [c["val_acc"] for c in result["candidates"]] == [r["val_acc"] for r in lines[::-1]]
