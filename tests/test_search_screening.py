@@ -140,7 +140,6 @@ def test_a_checkpoint_of_another_space_is_refused(tmp_path, capsys):
     (["search.screening.promote=9"], "search.n_trials: 5 is fewer than"),
     (["search.objective=multi"], "one-shot screening needs search.objective: single"),
     (["train.function=tests.test_train_function:fit"], "not train.function; set it to 0"),
-    (["seed_method.metric=latency"], "a latency budget measures every candidate"),
     (["search.screening.score=eagle"],
      "search.screening.score: 'eagle'; choose one of shared, base"),
     (["search.screening.score=base"], "and random trains none; seed a method with a base"),
@@ -472,3 +471,45 @@ def test_evolutionary_screening_records_its_lineage_and_checks_random_draws(tmp_
     assert info["strategy"] == "evolution" and evo["random_draws"] == 8
     assert evo["mutations"] == len(screened) - 8 > 0
     assert evo["best_score"] >= evo["best_score_random_draws"]
+
+
+@pytest.mark.slow  # ~15 s: a latency search with screening, every trial measured
+def test_screening_under_a_latency_budget_draws_on_predicted_latency(tmp_path, capsys,
+                                                                     monkeypatch):
+    """Screening draws its population on the predicted latency (measuring a thousand
+    candidates would cost more than the screening); every trial, the promoted ones included,
+    is measured when it decodes, as in any latency search."""
+    import nas_prune.search.run as run_module
+    from nas_prune.search.space import CandidateSpace
+
+    measured = []
+    real = CandidateSpace._measured
+
+    def count(self, cand, params):
+        measured.append(dict(cand.widths))
+        return real(self, cand, params)
+
+    monkeypatch.setattr(CandidateSpace, "_measured", count)
+    during = []
+    real_screening = run_module.run_screening
+
+    def screening_alone(*a, **k):
+        before = len(measured)
+        out = real_screening(*a, **k)
+        during.append(len(measured) - before)
+        return out
+
+    monkeypatch.setattr(run_module, "run_screening", screening_alone)
+    run = tmp_path / "run"
+    extra = SCREEN + ["seed_method.metric=latency", "seed_method.budget=0.95",
+                      "search.tolerance=0.3"]
+    assert search(tmp_path, run, "--n-trials", "4", "--final-seeds", "1", extra=extra) == 0
+    screened = _jsonl(run / "oneshot" / "screened.jsonl")
+    assert len(screened) > 4  # more candidates screened than measured
+    picks = [c for c in screened if c["pick"]]
+    assert len(picks) == 2
+    trials = _jsonl(run / "trials.jsonl")
+    assert during == [0]  # screening measured nothing
+    assert len(measured) >= len(trials) >= 4  # every trial was measured
+    info = read_json(run / "search.json")["screening"]["correlation"]
+    assert info["n"] + info["picks_without_a_completed_trial"] == 2

@@ -127,10 +127,6 @@ def check_search_config(cfg: Config) -> None:
             raise UserError("search.screening.population: one-shot screening trains its "
                             "weight-sharing network on the config's data with nas-prune's "
                             "trainer, not train.function; set it to 0")
-        if cfg.seed_method.metric == "latency":
-            raise UserError("search.screening.population: one-shot screening draws its "
-                            "candidates on predicted costs, and a latency budget measures "
-                            "every candidate; set it to 0 or use a flops or params budget")
         sc = s.screening
         n_base = len({m for m in parse_methods(cfg.seed_method.name) if m != UNIFORM}) + 1
         if s.n_trials < n_base + sc.promote + sc.random_checks:

@@ -15,7 +15,10 @@ With ``search.screening.population`` > 0, before its trials a search
    at hand);
 2. draws ``population`` candidates from its own candidate space (a random start, random
    multipliers in ``[multiplier_low, multiplier_high]``, projected onto the budget; duplicates
-   drawn again) and screens each (:func:`nas_prune.oneshot.screen`: BatchNorm recalibrated on
+   drawn again; under a latency budget on the space's predicted latency, never measured:
+   each trial measures its candidate when it decodes it, as every latency trial does), or
+   chooses them by aging evolution on the score (``strategy: evolution``, :func:`evolve`),
+   and screens each (:func:`nas_prune.oneshot.screen`: BatchNorm recalibrated on
    fixed training batches, accuracy on a fixed validation subset);
 3. enqueues the ``promote`` best by screening score and ``random_checks`` others drawn at random
    (so the rank correlation is not measured on the promoted top alone) as trials, after the
@@ -211,7 +214,7 @@ def draw(cspace: CandidateSpace, n: int, rng: random.Random) -> list[dict[str, A
         params: dict[str, Any] = {START: rng.choice(starts)}
         params.update({f"{MULT}{g}": rng.uniform(cspace.low, cspace.high)
                        for g in cspace.groups})
-        c = cspace.decode(params)
+        c = cspace.decode_predicted(params)
         if c.widths is None:
             continue
         key = tuple(c.widths.values())
@@ -254,7 +257,7 @@ def evolve(cspace: CandidateSpace, n: int, rng: random.Random,
         entrants = rng.sample(list(alive), min(tournament, len(alive)))
         parent = max(entrants, key=lambda i: (out[i]["score"], -i))
         params = _mutate(out[parent]["params"], cspace, rng, mutation)
-        c = cspace.decode(params)
+        c = cspace.decode_predicted(params)
         if c.widths is None or tuple(c.widths.values()) in seen:
             continue  # off the budget, or screened already: mutate again
         seen.add(tuple(c.widths.values()))
@@ -460,6 +463,10 @@ def correlation(screened: Iterable[Mapping[str, Any]], records: Iterable[Any]
                 "kendall": float(kendalltau(xs, ys).statistic) if ok else None}
 
     out = corr(pairs)
+    # picks with no completed trial of their widths: pruned or failed trials, and under a
+    # latency budget picks the trial's measurement moved off the widths screened
+    out["picks_without_a_completed_trial"] = sum(1 for c in by_widths.values()
+                                                 if c.get("pick") in ("top", "random"))
     out["by_pick"] = {k: corr([p for p in pairs if p[2] == k]) for k in ("top", "random")}
     out["pairs"] = [{"score": p[0], "val_acc": p[1], "pick": p[2]} for p in pairs]
     return out

@@ -175,6 +175,12 @@ class CandidateSpace:
             return cand
         return self._measured(cand, params)
 
+    def decode_predicted(self, params: Mapping[str, Any]) -> Candidate:
+        """The candidate a point stands for on the space's cost model alone, never measured:
+        what one-shot screening draws thousands of under a latency budget (the trial a screened
+        candidate becomes is decoded, and so measured, again by :meth:`decode`)."""
+        return self._decode(params)
+
     def within_measured(self, r: Any) -> bool:
         """A measured latency ratio (:class:`~nas_prune.latency.Ratio`, to the base network)
         meets the budget: within the tolerance, or within half the ratio's own interquartile
