@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -356,12 +357,14 @@ def main(argv: list[str] | None = None) -> int:
         "base_val_acc": base_rec["val_acc_final"], "base_loaded": base_rec["loaded"],
     }
     write_json(args.out, {
-        "command": " ".join(["OMP_NUM_THREADS=1 taskset -c 1 python",
-                             f"benchmarks/{Path(__file__).name}", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", f"benchmarks/{Path(__file__).name}",
+                             *(argv or sys.argv[1:])]),
         "finished": now(), "wall_s": round(time.perf_counter() - t_all, 1),
         "hardware": hardware("cpu"),
-        "pinned": "one core (taskset -c 1), OMP_NUM_THREADS=1; the 2-core machine was shared "
-                  "with other jobs",
+        # what this process ran on (a --scratch-only helper beside it is not seen here)
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch_threads": torch.get_num_threads(),
         "versions": code_version(), "config": args.config, "space": name,
         "budget": {"metric": metric, "ratio": budget}, "screening": to_dict(sc),
         "train": to_dict(cfg.train), "top_rung_base_epochs": top_epochs,
