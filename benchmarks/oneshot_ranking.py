@@ -188,7 +188,7 @@ def _done(path: Path, stamp: dict) -> dict[str, dict]:
 
 
 def _train_one(journal: Path, stamp: dict, w: dict, i: int, seed: int, space, cfg,
-               epochs: int) -> tuple[dict, bool]:
+               epochs: int, by: str = "main") -> tuple[dict, bool]:
     """Candidate ``i`` trained from scratch on ``seed``, or its record from the journal (read
     again each time: a ``--scratch-only`` helper may have added it); True when trained now."""
     rec = _done(journal, stamp).get(_key(w, seed))
@@ -199,7 +199,13 @@ def _train_one(journal: Path, stamp: dict, w: dict, i: int, seed: int, space, cf
     rec = {**stamp, "candidate": i, "widths": w, "seed": seed,
            "val_acc": result.val_acc_final, "epochs": result.epochs_run,
            "seconds": round(time.perf_counter() - t0, 1), "finished": now()}
-    with journal.open("a") as f:
+    rec["by"] = by
+    with journal.open("a+") as f:
+        f.seek(0, 2)
+        if f.tell():  # a line cut short by a kill must not swallow this one
+            f.seek(f.tell() - 1)
+            if f.read(1) != "\n":
+                f.write("\n")
         f.write(json.dumps(rec) + "\n")
     print(f"candidate {i} seed {seed}: val {rec['val_acc']:.4f} in {rec['seconds']:.0f} s",
           flush=True)
@@ -242,13 +248,17 @@ def _shared_net(space, data, cfg, sc, path: Path):
 
 def _candidates(path: Path, cspace, start: dict, args, cfg) -> list[dict]:
     """The drawn candidates, kept in ``path``: under a latency budget a draw depends on measured
-    latencies, so a resumed run must reuse the first draw to find its finished trainings."""
+    latencies, so a resumed run must reuse the first draw to find its finished trainings (and
+    a ``--scratch-only`` helper never draws: it trains the running benchmark's candidates)."""
     stamp = {"config": args.config, "set": list(args.set), "candidates": args.candidates,
              "seed": cfg.random_seed}
     kept = read_json(path, what="candidates file")
     if kept is not None and kept.get("stamp") == stamp:
         print(f"candidates: loaded from {path}", flush=True)
         return kept["candidates"]
+    if args.scratch_only:
+        raise UserError(f"--scratch-only: {path} holds no candidates of these arguments; start "
+                        f"the benchmark first and the helper once it has drawn them")
     t0 = time.perf_counter()
     cands = draw(cspace, start, args.candidates, cfg.random_seed)
     write_json(path, {"stamp": stamp, "candidates": cands,
@@ -302,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.scratch_only:
         for i in reversed(range(len(cands))):
             for s in seeds:
-                _train_one(journal, stamp, cands[i], i, s, space, cfg, top_epochs)
+                _train_one(journal, stamp, cands[i], i, s, space, cfg, top_epochs, by="helper")
         return 0
+    keys = {_key(w, s) for w in cands for s in seeds}  # this run's trainings
+    at_start = keys & set(_done(journal, stamp))  # a resumed run's (not an older run's)
 
     shared, rec = _shared_net(space, data, cfg, sc, run_dir / "shared.pt")
     shared.model.eval()
@@ -318,7 +330,6 @@ def main(argv: list[str] | None = None) -> int:
     base_screen_s = time.perf_counter() - t0
 
     base_flops, base_cost = space.base_cost("flops"), space.base_cost(metric)
-    n_done = len(_done(journal, stamp))
     runs, n_new, t_new = [], 0, 0.0
     for i, w in enumerate(cands):
         per = []
@@ -332,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             per.append(rec_s)
         accs = [r["val_acc"] for r in per]
         runs.append({"widths": w, "flops_ratio": round(space.cost(w, "flops") / base_flops, 4),
-                     # latency: the space's prediction; the draw measured it within tolerance
+                     # latency: the space's prediction; the draw measured every candidate but
+                     # the first (uniform, fitted on the prediction) within tolerance
                      ("latency_ratio_predicted" if metric == "latency" else f"{metric}_ratio"):
                          round(space.cost(w, metric) / base_cost, 4),
                      "val_acc": float(np.mean(accs)), "val_accs": accs,
@@ -369,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         "budget": {"metric": metric, "ratio": budget}, "screening": to_dict(sc),
         "train": to_dict(cfg.train), "top_rung_base_epochs": top_epochs,
         "seed": cfg.random_seed, "scratch_seeds": seeds, "scratch_journal": journal.name,
-        "resumed_trainings": n_done,
-        "helper_trainings": len(cands) * len(seeds) - n_new - n_done,
+        "resumed_trainings": len(at_start),
+        "helper_trainings": sum(1 for k, r in _done(journal, stamp).items()
+                                if k in keys - at_start and r.get("by") == "helper"),
         "summary": summary, "candidates": runs,
     })
     print(json.dumps(summary, indent=2))

@@ -36,22 +36,33 @@ from nas_prune._meta import code_version, hardware, now
 from nas_prune.budget import check_budget, uniform_widths
 from nas_prune.config import load_config, to_dict
 from nas_prune.data import load_data
+from nas_prune.errors import UserError
 from nas_prune.oneshot import OneShotConfig, SharedNet, screen, screening_data, train_shared
 from nas_prune.scratch import resolve_space, train_spec
 from nas_prune.search.space import MULT, START, CandidateSpace
 from nas_prune.widths import SearchSpace
 
 
-def draw(cspace: CandidateSpace, start: dict[str, int], n: int, seed: int) -> list[dict]:
+def draw(cspace: CandidateSpace, start: dict[str, int], n: int, seed: int, *,
+         measured: bool = True) -> list[dict]:
+    """``start`` and ``n - 1`` distinct candidates around it. Under a latency budget
+    ``measured`` decodes as a trial does (each candidate measured, kept within the band) and
+    otherwise on the predicted latency alone, as the search's screening draws."""
     rng = random.Random(seed)
     out, seen = [start], {tuple(start.values())}
-    while len(out) < n:
+    decode = cspace.decode if measured else cspace.decode_predicted
+    for _ in range(n * 50):
+        if len(out) >= n:
+            break
         params = {START: "uniform", **{f"{MULT}{g}": rng.uniform(0.5, 1.5)
                                        for g in cspace.groups}}
-        c = cspace.decode(params)
+        c = decode(params)
         if c.widths is not None and tuple(c.widths.values()) not in seen:
             seen.add(tuple(c.widths.values()))
             out.append(c.widths)
+    if len(out) < n:
+        raise UserError(f"--candidates {n}: only {len(out)} distinct candidates land on the "
+                        f"budget in {n * 50} draws; ask for fewer")
     return out
 
 
@@ -94,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     budget, metric = cfg.seed_method.budget, cfg.seed_method.metric
     data = load_data(cfg.data, device="cpu")
     t0 = time.perf_counter()
-    cands = draw(cspace, start, args.candidates, cfg.random_seed)
+    cands = draw(cspace, start, args.candidates, cfg.random_seed, measured=False)
     draw_s = time.perf_counter() - t0
     shared = SharedNet(space, seed=cfg.random_seed)
     t0 = time.perf_counter()

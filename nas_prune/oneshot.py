@@ -119,9 +119,24 @@ class OneShotConfig:
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise UserError(f"search.screening.{key}: {v!r} is out of range; must be in "
                                 f"[{lo}, {hi}]")
+        if self.strategy == "evolution" and self.population:
+            self._check_evolution()
+
+    def _check_evolution(self) -> None:
+        """Settings under which evolution would not evolve, or would leave too few random
+        draws for the random checks, are refused (only where evolution runs)."""
         if self.tournament > self.evolution_size:
             raise UserError(f"search.screening.tournament: {self.tournament} is more than the "
                             f"{self.evolution_size} candidates alive (evolution_size); lower it")
+        if self.evolution_size >= self.population:
+            raise UserError(f"search.screening.evolution_size: {self.evolution_size} random "
+                            f"draws leave nothing to evolve in a population of "
+                            f"{self.population}; lower it below the population (or use "
+                            f"strategy: random)")
+        if self.evolution_size < self.promote + self.random_checks:
+            raise UserError(f"search.screening.evolution_size: the random checks come from "
+                            f"the {self.evolution_size} random draws, fewer than promote + "
+                            f"random_checks = {self.promote + self.random_checks}; raise it")
 
 
 # ---- the weight-sharing network ------------------------------------------------------------

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from nas_prune.errors import UserError
+
 from .conftest import tiny_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -82,6 +84,14 @@ def test_a_killed_run_resumes_without_training_again(tiny_space_file, tmp_path, 
     assert rk.main(argv) == 0
     again = json.loads((tmp_path / "r.json").read_text())
     assert len(calls) == 2 and again["resumed_trainings"] == 4
+    # the line cut short by the kill did not swallow the first one appended after it
+    readable = []
+    for line in (tmp_path / "r.scratch.jsonl").read_text().splitlines():
+        try:
+            readable.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    assert len({(json.dumps(r["widths"]), r["seed"]) for r in readable}) == 6
     assert again["summary"]["shared_training"]["loaded"] and again["summary"]["base_loaded"]
     for k in ("shared_vs_scratch", "base_adaptive_bn_vs_scratch"):
         assert again["summary"][k] == first["summary"][k]  # same scores, same accuracies
@@ -124,6 +134,10 @@ def test_a_scratch_only_helper_shares_the_trainings(tiny_space_file, tmp_path, m
             "--out", str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "run"),
             "--set", *tiny_overrides(tiny_space_file), "search.screening.epochs=1",
             "seed_method.base_epochs=1", "search.rungs=[{epochs: 1}]"]
+    with pytest.raises(UserError, match="--scratch-only: .* holds no candidates"):
+        rk.main([*argv, "--scratch-only"])  # the benchmark has not drawn them yet
+    assert not (tmp_path / "r.scratch.jsonl").exists()
+    rk._candidates(tmp_path / "run" / "candidates.json", *_drawn(argv))
     assert rk.main([*argv, "--scratch-only"]) == 0
     lines = [json.loads(x) for x in (tmp_path / "r.scratch.jsonl").read_text().splitlines()]
     assert [r["candidate"] for r in lines] == [2, 1, 0]
@@ -133,3 +147,41 @@ def test_a_scratch_only_helper_shares_the_trainings(tiny_space_file, tmp_path, m
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["resumed_trainings"] == 3 and result["helper_trainings"] == 0
     assert [c["val_acc"] for c in result["candidates"]] == [r["val_acc"] for r in lines[::-1]]
+
+
+def _drawn(argv):
+    """What _candidates needs to draw as the benchmark would: cspace, start, args, cfg."""
+    import argparse
+
+    from nas_prune.config import load_config
+
+    args = argparse.Namespace(config="default", set=argv[argv.index("--set") + 1:],
+                              candidates=3, scratch_only=False)
+    cfg = load_config("default", ["device=cpu", *args.set])
+    _, start, cspace = rk.around_uniform(cfg)
+    return cspace, start, args, cfg
+
+
+def test_trainings_counted_by_who_ran_them(tiny_space_file, tmp_path, monkeypatch):
+    """A helper's trainings done while the benchmark trains its networks count as the
+    helper's; lines of an older run with other candidates count as nothing."""
+    argv = ["--config", "default", "--candidates", "3", "--seeds", "1",
+            "--out", str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "run"),
+            "--set", *tiny_overrides(tiny_space_file), "search.screening.epochs=1",
+            "seed_method.base_epochs=1", "search.rungs=[{epochs: 1}]"]
+    journal = tmp_path / "r.scratch.jsonl"
+    old = {"config": "default", "set": argv[argv.index("--set") + 1:], "base_epochs": 1,
+           "candidate": 0, "widths": {"none": 1}, "seed": 10000, "val_acc": 0.5}
+    journal.write_text("\n".join(json.dumps({**old, "widths": {"none": k}}) for k in range(5))
+                       + "\n")
+    real = rk._base_net
+
+    def base_then_helper(*a, **k):  # the helper finishes everything while the base trains
+        out = real(*a, **k)
+        assert rk.main([*argv, "--scratch-only"]) == 0
+        return out
+
+    monkeypatch.setattr(rk, "_base_net", base_then_helper)
+    assert rk.main(argv) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["resumed_trainings"] == 0 and result["helper_trainings"] == 3

@@ -147,6 +147,11 @@ def test_a_checkpoint_of_another_space_is_refused(tmp_path, capsys):
      "search.screening.strategy: 'genetic'; choose one of random, evolution"),
     (["search.screening.strategy=evolution", "search.screening.evolution_size=8",
       "search.screening.tournament=9"], "search.screening.tournament: 9 is more than the 8"),
+    (["search.screening.strategy=evolution", "search.screening.evolution_size=24",
+      "search.screening.tournament=4"], "evolution_size: 24 random draws leave nothing"),
+    (["search.screening.strategy=evolution", "search.screening.evolution_size=2",
+      "search.screening.tournament=2", "search.screening.random_checks=2"],
+     "fewer than promote + random_checks = 3"),
     (["search.screening.mutation=0"], "search.screening.mutation"),
     (["search.screening.evolution_size=1"], "search.screening.evolution_size"),
 ])
@@ -409,6 +414,13 @@ def test_too_few_trials_with_the_base_score_names_no_network_training():
         "search.screening.promote or .population")
 
 
+def test_evolution_settings_are_checked_only_where_evolution_runs():
+    from nas_prune.oneshot import OneShotConfig
+
+    OneShotConfig(evolution_size=8)  # tournament 16 > 8, but strategy random: not used
+    OneShotConfig(strategy="evolution", evolution_size=8)  # population 0: no screening
+
+
 def _vgg_small_candidates():
     from nas_prune.budget import check_budget, uniform_widths
     from nas_prune.search.space import CandidateSpace
@@ -509,7 +521,11 @@ def test_screening_under_a_latency_budget_draws_on_predicted_latency(tmp_path, c
     picks = [c for c in screened if c["pick"]]
     assert len(picks) == 2
     trials = _jsonl(run / "trials.jsonl")
-    assert during == [0]  # screening measured nothing
+    assert during == [0]  # screening measured no candidate (only the uniform start, once)
+    lat = read_json(run / "search.json")["screening"]["latency"]
+    assert lat["start"] == "uniform" and lat["budget_ratio"] == pytest.approx(0.95, abs=0.01)
+    assert lat["screening_target_ratio"] == pytest.approx(
+        lat["budget_ratio"] * lat["predicted_ratio"] / lat["measured_ratio"], rel=0.01)
     assert len(measured) >= len(trials) >= 4  # every trial was measured
     info = read_json(run / "search.json")["screening"]["correlation"]
     assert info["n"] + info["picks_without_a_completed_trial"] == 2

@@ -186,7 +186,8 @@ def _compute(records, arm_dir: Path | None = None, setup: Any = None) -> dict[st
     trials' trainings as run (:func:`nas_prune.search.screening.measured_base_trainings`), plus
     with screening the weight-sharing training and the screening, as
     ``RUN/oneshot/screening.json`` records them; ``wall_s`` then counts the weight-sharing
-    training and the screening too (``trials_wall_s``: the trials alone)."""
+    training (or a base network trained for ``score: base``) and the screening too
+    (``trials_wall_s``: the trials alone)."""
     trials = measured_base_trainings(records, base_flops=setup.base_flops,
                                      base_epochs=setup.cfg.train.epochs) if setup else None
     out: dict[str, Any] = {
@@ -216,7 +217,8 @@ def _compute(records, arm_dir: Path | None = None, setup: Any = None) -> dict[st
             out["base_trainings"] = round(trials + network + scr, 6)
         # the arm's wall time: its trials, plus the weight-sharing training and the screening
         network_s = float(shared.get("wall_time") or 0.0) \
-            if screening.get("score", "shared") == "shared" else 0.0
+            if screening.get("score", "shared") == "shared" else \
+            float((screening.get("base_network") or {}).get("train_s") or 0.0)
         out["trials_wall_s"] = out["wall_s"]
         out["wall_s"] = round(out["wall_s"] + network_s
                               + float(screening.get("screen_seconds") or 0.0), 1)

@@ -41,6 +41,7 @@ before training; ``base``: nothing) and the screening's forward passes
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import random
@@ -224,6 +225,30 @@ def draw(cspace: CandidateSpace, n: int, rng: random.Random) -> list[dict[str, A
     return out
 
 
+def _screening_space(cspace: CandidateSpace, say) -> tuple[CandidateSpace, dict | None]:
+    """The candidate space screening draws from: ``cspace`` itself, or under a latency budget
+    a copy whose target is corrected once by the uniform start's measured over predicted
+    latency (as a trial's correction is, against the budget), so that a predictor biased one
+    way does not put every screened candidate off the band the trials measure."""
+    if cspace.metric != "latency":
+        return cspace, None
+    name = UNIFORM if UNIFORM in cspace.starts else next(iter(cspace.starts))
+    start = cspace.starts[name]
+    r, source = cspace.space.latency.measure_ratio(start)
+    base = cspace.space.base_cost("latency")
+    predicted = cspace.space.cost(start, "latency") / base
+    view = copy.copy(cspace)
+    view.target = max(1, int(round(cspace.target * predicted / r.value)))
+    info = {"start": name, "predicted_ratio": round(predicted, 5),
+            "measured_ratio": round(r.value, 5), "measured_from": source,
+            "budget_ratio": round(cspace.target / base, 5),
+            "screening_target_ratio": round(view.target / base, 5)}
+    say(f"screening: the {name} start measured {r.value:.3f} of the base latency at "
+        f"predicted {predicted:.3f}; candidates are drawn on predicted latency against "
+        f"{view.target / base:.3f}")
+    return view, info
+
+
 def _mutate(params: Mapping[str, Any], cspace: CandidateSpace, rng: random.Random,
             rate: float) -> dict[str, Any]:
     """A copy of ``params`` with each gene (every group's multiplier, and the start where
@@ -375,13 +400,14 @@ def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None,
     rng = random.Random(cfg.random_seed)
     t0 = time.perf_counter()
     sdata = screening_data(data, sc, seed=cfg.random_seed)
+    cspace, latency_info = _screening_space(setup.cspace, say)
     with torch.no_grad():
         if sc.strategy == "evolution":
-            pop = evolve(setup.cspace, sc.population, rng,
+            pop = evolve(cspace, sc.population, rng,
                          lambda w: screen(source.extract(w), sdata), size=sc.evolution_size,
                          tournament=sc.tournament, mutation=sc.mutation)
         else:
-            pop = draw(setup.cspace, sc.population, rng)
+            pop = draw(cspace, sc.population, rng)
             for c in pop:
                 c["score"] = screen(source.extract(c["widths"]), sdata)
     if not pop:
@@ -416,6 +442,8 @@ def run_screening(setup: Any, run_dir: str | Path, *, say=lambda _m: None,
                "score_range": [min(scores), max(scores)], "cost": cost.to_dict(),
                "settings": {k: getattr(sc, k) for k in ("recal_batches", "recal_batch_size",
                                                         "val_images")}}
+    if latency_info is not None:
+        summary["latency"] = latency_info
     if sc.strategy == "evolution":
         first = [c["score"] for c in pop if c.get("parent") is None]
         summary["evolution"] = {
