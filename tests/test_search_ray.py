@@ -158,3 +158,25 @@ def test_ray_search_runs_trials_records_them_and_serves_the_dashboard(tmp_path: 
     assert [r["number"] for r in again] == [r["number"] for r in rows]
     assert [r["widths"] for r in again] == [r["widths"] for r in rows]
     assert all(r["datetime_start"] and r["datetime_complete"] for r in again)
+
+
+def test_a_ray_search_trains_the_screened_picks(tmp_path: Path, capsys) -> None:
+    """One-shot screening runs in the driver; its picks go to Ray Tune after the baselines,
+    as points to evaluate, and the correlation is recorded as with the optuna backend."""
+    from .test_search_screening import SCREEN
+
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("another Ray instance is running in this process")
+    run = tmp_path / "run"
+    assert search(tmp_path, run, "--backend", "ray", "--n-trials", "4", "--cpus-per-trial", "1",
+                  "--final-seeds", "1", extra=SCREEN) == 0
+    assert "screening (shared):" in capsys.readouterr().out
+    screened = [json.loads(x) for x in (run / "oneshot" / "screened.jsonl").open()]
+    picks = [c["widths"] for c in screened if c["pick"]]
+    assert len(picks) == 2
+    trials = [json.loads(x) for x in (run / "trials.jsonl").open()]
+    assert all(t["backend"] == "ray" for t in trials)
+    assert all(w in [t["widths"] for t in trials] for w in picks)
+    corr = read_json(run / "search.json")["screening"]["correlation"]
+    assert corr["n"] + corr["picks_without_a_completed_trial"] == 2

@@ -136,7 +136,6 @@ def test_a_checkpoint_of_another_space_is_refused(tmp_path, capsys):
     (["search.screening.epochs=0"], "search.screening.epochs: 0 is out of range"),
     (["search.screening.recal_batches=0"], "search.screening.recal_batches: 0 is out of range"),
     (["search.screening.population=2000000"], "search.screening.population: 2000000 is out"),
-    (["search.backend=ray"], "one-shot screening runs with the optuna backend"),
     (["search.screening.promote=9"], "search.n_trials: 5 is fewer than"),
     (["search.objective=multi"], "one-shot screening needs search.objective: single"),
     (["train.function=tests.test_train_function:fit"], "not train.function; set it to 0"),

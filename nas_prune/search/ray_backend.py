@@ -348,7 +348,9 @@ def run_ray(setup: SearchSetup, *, run_dir: str | Path, resume: bool, n_trials: 
         multi = cspace.objective == "multi"
         metric: str | list[str] = [METRIC, "cost_ratio"] if multi else METRIC
         mode: str | list[str] = ["max", "min"] if multi else "max"
-        points = [p for p, _, _ in cspace.baseline_points()]
+        # the seed and uniform baselines first, then one-shot screening's picks (if any)
+        points = [p for p, _, _ in cspace.baseline_points()] + \
+            [dict(c["params"]) for c in setup.screened]
         sampler = make_sampler(cfg.search.sampler, seed=cfg.random_seed,
                                objective=cspace.objective, n_trials=n_trials,
                                n_baselines=len(points))

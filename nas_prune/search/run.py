@@ -113,10 +113,6 @@ def check_search_config(cfg: Config) -> None:
         check_rungs([Rung(r.epochs, r.seeds) for r in s.rungs],
                     reduction_factor=s.reduction_factor)
     if s.screening.population:
-        if s.backend != "optuna":
-            raise UserError(f"search.screening.population: one-shot screening runs with the "
-                            f"optuna backend, not {s.backend!r}; set search.backend: optuna or "
-                            f"search.screening.population: 0")
         if s.objective != "single":
             raise UserError("search.screening.population: one-shot screening needs "
                             "search.objective: single")
