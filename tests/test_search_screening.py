@@ -205,6 +205,27 @@ def test_oneshot_compare_arm_runs_end_to_end(tmp_path, capsys):
                       weights_only=True)["space"]["name"] == "tiny_search"
 
 
+@pytest.mark.slow  # ~25 s: the oneshot arm at two budgets and the final runs
+def test_a_compare_over_budgets_trains_the_shared_network_once(tmp_path, capsys, monkeypatch):
+    calls = []
+    real = screening.train_shared
+    monkeypatch.setattr(screening, "train_shared",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    run = tmp_path / "cmp"
+    args = tiny_args(tmp_path, run, extra=SCREEN + ["search.final_seeds=1"])
+    rc = main(["compare", *args, "--arms", "uniform,oneshot", "--n-trials", "7", "--rungs", "1",
+               "--budget", "0.6,0.5"])
+    assert rc == 0, capsys.readouterr().err
+    assert len(calls) == 1
+    assert "weight-sharing network copied from" in capsys.readouterr().out
+    first, second = read_json(run / "compare.json")["results"]
+    one, two = (r["arms"]["oneshot"]["compute"]["screening"] for r in (first, second))
+    # trained once, charged at both budgets: each budget's comparison stands alone
+    assert one["shared_base_trainings"] == two["shared_base_trainings"] > 0
+    assert read_json(run / "b0.5" / "oneshot" / "oneshot" / "screening.json")[
+        "shared_training"]["loaded"] is True
+
+
 # ---- equal compute: the arithmetic, without training ----------------------------------------
 def _cfg(tmp_path, *sets: str):
     space = tmp_path / "tiny_vgg.yaml"

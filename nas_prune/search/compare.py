@@ -65,7 +65,13 @@ from ..stats import fmt_mean_std, paired_difference
 from ..train import resolve_device
 from .finalize import choose_best, retrain
 from .run import check_inputs, check_search_config
-from .screening import ONESHOT_DIR, ScreeningCost, measured_base_trainings, planned_cost
+from .screening import (
+    ONESHOT_DIR,
+    SHARED_PT,
+    ScreeningCost,
+    measured_base_trainings,
+    planned_cost,
+)
 from .space import UNIFORM
 
 __all__ = ["ARMS", "COMPARE_JSON", "compute_note", "oneshot_config", "oneshot_trials",
@@ -281,6 +287,7 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
                            "seed_rule": SEED_RULE,
                            "hardware": hardware(resolve_device(cfg.device)),
                            "versions": code_version(), "results": []}
+    shared_pt: Path | None = None  # the first budget's weight-sharing network
     for budget in budgets:
         bdir = _budget_dir(run_dir, budget)
         results: dict[str, Any] = {}
@@ -290,10 +297,20 @@ def run_compare(cfg: Config, *, budgets: Sequence[float], arms: Sequence[str],
             if arm in ("random", "flops", "oneshot") and (bdir / "seeds" / BASES).is_dir() and \
                     not (arm_dir / BASES).is_dir():
                 shutil.copytree(bdir / "seeds" / BASES, arm_dir / BASES)
+            shared = arm_dir / ONESHOT_DIR / SHARED_PT
+            if arm == "oneshot" and shared_pt is not None and not shared.is_file():
+                # the weight-sharing network depends on the space, not the budget: trained
+                # once, it is still charged to every budget's arm (each budget stands alone)
+                shared.parent.mkdir(parents=True)
+                shutil.copy2(shared_pt, shared)
+                say(f"budget {budget:g}, arm oneshot: weight-sharing network copied from "
+                    f"{shared_pt} (not trained again; its cost is counted at this budget too)")
             say(f"budget {budget:g}, arm {arm}: search in {arm_dir}")
             arm_resume = resume and arm_dir.is_dir()
             res = search(acfg, run_dir=arm_dir, resume=arm_resume, command=command,
                          events=events, final=False)
+            if arm == "oneshot" and (arm_dir / ONESHOT_DIR / SHARED_PT).is_file():
+                shared_pt = arm_dir / ONESHOT_DIR / SHARED_PT
             best, rule = choose_best(res.setup, res.records)
             results[arm] = {"setup": res.setup, "records": res.records, "best": best,
                             "rule": rule}
