@@ -206,12 +206,18 @@ def _compute(records, arm_dir: Path | None = None, setup: Any = None) -> dict[st
         "base_trainings": None if trials is None else round(trials, 6)}
     screening = read_json(arm_dir / ONESHOT_DIR / "screening.json") if arm_dir else None
     if screening:
+        score = screening.get("score", "shared")
         shared = screening.get("shared_training") or {}
         cost = screening.get("cost") or {}
-        network = float(shared.get("cost_base_trainings") or 0.0) \
-            if screening.get("score", "shared") == "shared" else 0.0
+        # what the screening's network cost (0 for score: base) and took to train
+        if score == "shared":
+            network = float(shared.get("cost_base_trainings") or 0.0)
+            network_s = float(shared.get("wall_time") or 0.0)
+        else:
+            network = 0.0
+            network_s = float((screening.get("base_network") or {}).get("train_s") or 0.0)
         scr = float(cost.get("screening_base_trainings") or 0.0)
-        out["screening"] = {"score": screening.get("score", "shared"),
+        out["screening"] = {"score": score,
                             "screened": screening.get("screened"),
                             "screen_s": screening.get("screen_seconds"),
                             "shared_base_trainings": shared.get("cost_base_trainings"),
@@ -221,10 +227,7 @@ def _compute(records, arm_dir: Path | None = None, setup: Any = None) -> dict[st
                             "trial_base_trainings": cost.get("trial_base_trainings")}
         if trials is not None:
             out["base_trainings"] = round(trials + network + scr, 6)
-        # the arm's wall time: its trials, plus the weight-sharing training and the screening
-        network_s = float(shared.get("wall_time") or 0.0) \
-            if screening.get("score", "shared") == "shared" else \
-            float((screening.get("base_network") or {}).get("train_s") or 0.0)
+        # the arm's wall time: its trials, plus the network's training and the screening
         out["trials_wall_s"] = out["wall_s"]
         out["wall_s"] = round(out["wall_s"] + network_s
                               + float(screening.get("screen_seconds") or 0.0), 1)
